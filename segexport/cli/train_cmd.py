@@ -1,0 +1,54 @@
+"""``segexport train``: train an architecture on a data set and write a checkpoint folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segexport.models import get_entry
+from segexport.recipe import load_recipe, resolve_recipe
+
+
+def train_command(
+    arch: str = typer.Argument(..., help="Architecture name (see `segexport list`)."),
+    size: Optional[str] = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: recipe)."),
+    data: Optional[str] = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Training epochs (default: recipe)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="Batch size (default: recipe)."),
+    lr: Optional[float] = typer.Option(None, min=0.0, help="Peak learning rate (default: recipe)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed for data, init and augmentation."),
+    recipe: Optional[Path] = typer.Option(None, help="Recipe TOML to use instead of the packaged one."),
+    out: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: builds/ARCH/reference)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train ARCH and write checkpoint.safetensors, model.json and metrics.json.
+
+    Examples:
+
+        segexport train deeplabv3p
+
+        segexport train fcn8s --epochs 4 --out /tmp/fcn8s
+
+        segexport train unet --data folder:/data/cells --seed 1
+    """
+    from segexport.train import train_checkpoint
+
+    get_entry(arch)  # unknown names fail before any work
+    r = resolve_recipe(
+        load_recipe(arch, recipe),
+        size=size, backbone=backbone, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+    )
+    path, metrics = train_checkpoint(r, out or Path("builds") / arch / "reference", progress=progress)
+    if as_json:
+        typer.echo(json.dumps({"checkpoint": str(path), **metrics}, indent=2))
+    else:
+        typer.echo(f"{arch}: val mIoU {metrics['miou']:.4f}, pixel accuracy {metrics['pixel_acc']:.4f} -> {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

@@ -1,0 +1,117 @@
+"""The model registry: architecture name -> builder.
+
+Builders take keyword-only arguments (``size``, ``num_classes``, ``backbone``,
+``output_stride``...) and return a :class:`~segexport.models.shell.SegmentationModel`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from segexport.errors import ConfigError, UnknownNameError
+from segexport.models.shell import SegmentationModel
+
+SIZES = ("tiny", "paper")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., SegmentationModel]
+    summary: str
+    paper: str
+    backbones: tuple[str, ...]
+    default_backbone: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "paper": self.paper,
+            "backbones": list(self.backbones),
+            "default_backbone": dict(self.default_backbone),
+        }
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+# Architecture modules register themselves on import; listed here so the registry is complete
+# without importing by side effect elsewhere.
+_MODULES = ("fcn", "deeplabv3p")
+
+
+def register_model(
+    name: str,
+    *,
+    summary: str,
+    paper: str,
+    backbones: tuple[str, ...] = (),
+    default_backbone: dict[str, str] | None = None,
+) -> Callable[[Callable[..., SegmentationModel]], Callable[..., SegmentationModel]]:
+    """Decorator registering a builder under ``name``. A duplicate name is a programming error."""
+
+    def decorate(builder: Callable[..., SegmentationModel]) -> Callable[..., SegmentationModel]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelEntry(
+            name, builder, summary, paper, backbones, dict(default_backbone or {})
+        )
+        return builder
+
+    return decorate
+
+
+def _load_all() -> None:
+    for mod in _MODULES:
+        importlib.import_module(f"segexport.models.{mod}")
+
+
+def list_models() -> list[ModelEntry]:
+    """Every registered architecture, in registration order."""
+    _load_all()
+    return list(_REGISTRY.values())
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``.
+
+    Raises:
+        UnknownNameError: with the nearest registered names.
+    """
+    _load_all()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UnknownNameError(
+            f"unknown architecture {name!r}; {hint}run `segexport list` for all "
+            f"({', '.join(_REGISTRY)})"
+        )
+    return _REGISTRY[name]
+
+
+def build_model(name: str, **kwargs: object) -> SegmentationModel:
+    """Build architecture ``name`` with builder keyword arguments (``None`` values dropped).
+
+    Raises:
+        UnknownNameError: unknown architecture.
+        ConfigError: an option the architecture does not take, or an invalid value.
+    """
+    entry = get_entry(name)
+    args = {k: v for k, v in kwargs.items() if v is not None}
+    size = args.get("size", "tiny")
+    if size not in SIZES:
+        raise ConfigError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    accepted = inspect.signature(entry.builder).parameters
+    extra = sorted(set(args) - set(accepted))
+    if extra:
+        raise ConfigError(f"{name} does not take option(s) {', '.join(extra)}")
+    backbone = args.get("backbone")
+    if backbone is not None and entry.backbones and backbone not in entry.backbones:
+        raise ConfigError(
+            f"{name} does not support backbone {backbone!r}; choose one of {', '.join(entry.backbones)}"
+        )
+    return entry.builder(**args)

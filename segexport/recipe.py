@@ -1,0 +1,124 @@
+"""Recipes: one flat TOML per architecture (``segexport/recipes/<arch>.toml``).
+
+A recipe holds every default the pipeline needs for one architecture: model options, input
+shape, data, training and budgets. It is validated on load (unknown keys and wrong types are
+errors) and overridden from the CLI in one place, :func:`resolve_recipe`; options left
+``None`` on the command line mean "the recipe decides".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from segexport.errors import ConfigError, InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Defaults for one architecture. Field names are the TOML keys."""
+
+    arch: str
+    size: str = "tiny"
+    backbone: str | None = None
+    output_stride: int | None = None
+    input_size: tuple[int, int] = (128, 128)
+    data: str = "synthetic"
+    train_images: int | None = None
+    val_images: int | None = None
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 0.003
+    weight_decay: float = 1e-4
+    aux_weight: float = 0.4
+    scale_min: float = 0.75
+    scale_max: float = 1.5
+    threads: int | None = None
+
+    def model_args(self, num_classes: int) -> dict[str, Any]:
+        """Keyword arguments for :func:`segexport.models.build_model` (None values dropped there)."""
+        return {
+            "size": self.size,
+            "num_classes": num_classes,
+            "backbone": self.backbone,
+            "output_stride": self.output_stride,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    text = str(kind)
+    if value is None:
+        return None
+    if "tuple" in text:
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
+            raise ConfigError(f"recipe key {name} must be two positive integers [height, width], not {value!r}")
+        return tuple(value)
+    if text.startswith("int") or text == "int | None":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"recipe key {name} must be an integer, not {value!r}")
+    elif text.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"recipe key {name} must be a number, not {value!r}")
+        value = float(value)
+    elif text.startswith("str") and not isinstance(value, str):
+        raise ConfigError(f"recipe key {name} must be a string, not {value!r}")
+    return value
+
+
+def recipe_from_dict(data: dict[str, Any], origin: str) -> Recipe:
+    """Validate a flat mapping into a :class:`Recipe`.
+
+    Raises:
+        ConfigError: unknown keys, a missing ``arch`` or a value of the wrong type.
+    """
+    known = {f.name: f.type for f in fields(Recipe)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{origin}: unknown recipe key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    if "arch" not in data:
+        raise ConfigError(f"{origin}: recipe has no 'arch' key")
+    return Recipe(**{k: _coerce(k, v, known[k]) for k, v in data.items()})
+
+
+def recipe_path(arch: str) -> Path:
+    return Path(str(resources.files("segexport") / "recipes" / f"{arch}.toml"))
+
+
+def load_recipe(arch: str, path: str | Path | None = None) -> Recipe:
+    """The recipe of ``arch``: ``path`` if given, else the packaged one, else plain defaults.
+
+    Raises:
+        InputError: ``path`` is missing or not valid TOML.
+        ConfigError: invalid content.
+    """
+    p = Path(path) if path is not None else recipe_path(arch)
+    if not p.is_file():
+        if path is not None:
+            raise InputError(f"{p}: recipe file not found")
+        return Recipe(arch=arch)
+    try:
+        data = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not valid TOML ({exc})") from exc
+    data.setdefault("arch", arch)
+    return recipe_from_dict(data, str(p))
+
+
+def resolve_recipe(recipe: Recipe, **overrides: Any) -> Recipe:
+    """Apply CLI overrides; ``None`` means "keep the recipe's value"."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    merged = {**recipe.to_dict(), **given}
+    return recipe_from_dict(merged, "command line")

@@ -1,0 +1,1 @@
+"""Metrics, parity, latency, reports and plots."""

@@ -1,0 +1,36 @@
+import pytest
+
+from segexport.errors import ConfigError, InputError
+from segexport.recipe import load_recipe, recipe_from_dict, resolve_recipe
+
+
+def test_packaged_recipe_loads():
+    r = load_recipe("deeplabv3p")
+    assert r.arch == "deeplabv3p" and r.input_size == (128, 128) and r.size == "tiny"
+
+
+def test_unknown_key_is_an_error():
+    with pytest.raises(ConfigError, match="unknown recipe key"):
+        recipe_from_dict({"arch": "fcn8s", "epoch": 3}, "x.toml")
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ConfigError, match="must be an integer"):
+        recipe_from_dict({"arch": "fcn8s", "epochs": "three"}, "x.toml")
+    with pytest.raises(ConfigError, match="two positive integers"):
+        recipe_from_dict({"arch": "fcn8s", "input_size": [128]}, "x.toml")
+
+
+def test_overrides_none_keeps_recipe_value():
+    r = load_recipe("fcn8s")
+    r2 = resolve_recipe(r, epochs=None, seed=5)
+    assert r2.epochs == r.epochs and r2.seed == 5
+
+
+def test_recipe_file_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_recipe("fcn8s", tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("arch = [")
+    with pytest.raises(InputError, match="not valid TOML"):
+        load_recipe("fcn8s", bad)
