@@ -19,6 +19,7 @@ from segexport.progress import progress_bar
 from segexport.models import SegmentationModel, build_model, check_input_size
 from segexport.recipe import Recipe
 from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
+from segexport.weights import file_sha256, load_backbone_weights
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -146,8 +147,22 @@ def train_model(
     return TrainResult(metrics=m.to_dict(classes), history=history, seconds=seconds)
 
 
-def train_checkpoint(recipe: Recipe, out_dir: str | Path, *, progress: bool = True) -> tuple[Path, dict[str, Any]]:
+def _load_backbone_checkpoint(model: SegmentationModel, path: str | Path | None) -> dict[str, Any]:
+    """Load ``path`` into the backbone; what ``model.json`` records about it (empty without one)."""
+    if path is None:
+        return {}
+    load_backbone_weights(model, path)
+    return {"backbone_checkpoint": {"file": Path(path).name, "sha256": file_sha256(path)}}
+
+
+def train_checkpoint(
+    recipe: Recipe, out_dir: str | Path, *, progress: bool = True, backbone_checkpoint: str | Path | None = None
+) -> tuple[Path, dict[str, Any]]:
     """Build the recipe's model, train it on the recipe's data, write a checkpoint folder.
+
+    ``backbone_checkpoint`` (an ImageNet weight file, see
+    :func:`segexport.weights.load_backbone_weights`) initialises the backbone before training;
+    its name and SHA-256 are recorded in ``model.json``.
 
     Returns:
         The checkpoint folder and its metrics (``miou``, ``pixel_acc``, ``per_class_iou``).
@@ -162,6 +177,7 @@ def train_checkpoint(recipe: Recipe, out_dir: str | Path, *, progress: bool = Tr
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.arch, **recipe.model_args(len(train_src.classes)))
     check_input_size(model, *size)
+    pretrained = _load_backbone_checkpoint(model, backbone_checkpoint)
     train = load_arrays(train_src, preprocess, progress=progress)
     val = load_arrays(val_src, preprocess, progress=progress)
     result = train_model(
@@ -181,6 +197,7 @@ def train_checkpoint(recipe: Recipe, out_dir: str | Path, *, progress: bool = Tr
             "history": result.history,
             "torch_version": torch.__version__,
             "num_threads": torch.get_num_threads(),
+            **pretrained,
         },
     )
     path = save_checkpoint(out_dir, model.eval(), config, result.metrics)

@@ -8,8 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from segexport.models import list_models
-
 
 def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -22,6 +20,8 @@ def list_command(
 
         segexport list --json | jq '.[].name'
     """
+    from segexport.models import list_models  # lazily: torch loads only when a command runs
+
     entries = list_models()
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))

@@ -8,7 +8,6 @@ from typing import Optional
 
 import typer
 
-from segexport.models import get_entry
 from segexport.recipe import load_recipe, resolve_recipe
 
 
@@ -23,6 +22,9 @@ def train_command(
     seed: Optional[int] = typer.Option(None, help="Random seed for data, init and augmentation."),
     recipe: Optional[Path] = typer.Option(None, help="Recipe TOML to use instead of the packaged one."),
     out: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: builds/ARCH/reference)."),
+    backbone_checkpoint: Optional[Path] = typer.Option(
+        None, "--backbone-checkpoint", help="ImageNet weights (torchvision .pth or .safetensors) for the backbone."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -35,7 +37,10 @@ def train_command(
         segexport train fcn8s --epochs 4 --out /tmp/fcn8s
 
         segexport train unet --data folder:/data/cells --seed 1
+
+        segexport train fcn8s --size paper --backbone-checkpoint vgg16-397923af.pth
     """
+    from segexport.models import get_entry
     from segexport.train import train_checkpoint
 
     get_entry(arch)  # unknown names fail before any work
@@ -43,7 +48,9 @@ def train_command(
         load_recipe(arch, recipe),
         size=size, backbone=backbone, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
     )
-    path, metrics = train_checkpoint(r, out or Path("builds") / arch / "reference", progress=progress)
+    path, metrics = train_checkpoint(
+        r, out or Path("builds") / arch / "reference", progress=progress, backbone_checkpoint=backbone_checkpoint
+    )
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(path), **metrics}, indent=2))
     else:

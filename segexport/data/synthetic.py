@@ -36,12 +36,17 @@ SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "calib": 2}
 """Seeds each split's generators, so splits never share an image."""
 
 MIN_SIDE = 16
-MAX_SHAPES = 4
-RADIUS_RANGE = (0.10, 0.30)  # shape radius as a fraction of the image's shorter side
-MAX_ASPECT = 1.4  # largest ratio between a shape's two axes
+MAX_SHAPES = 3
+RADIUS_RANGE = (0.16, 0.32)  # shape radius as a fraction of the image's shorter side
+MAX_ASPECT = 1.15  # largest ratio between a shape's two axes
+MAX_ROTATION = np.pi / 7  # radians either way
 MIN_SEPARATION = 0.75  # centres at least this times the sum of radii apart: occlusion stays partial
 PLACEMENT_TRIES = 10
 MAX_BLUR_SIGMA = 1.2
+RIM_WIDTH = (1, 2)  # pixels
+MIN_CONTRAST = 0.25  # mean brightness gap between a shape and what it covers
+SHADOW_OFFSET = (2, 5)  # pixels down and right
+SHADOW_STRENGTH = (0.35, 0.6)  # fraction of light the shadow takes away
 MAX_NOISE_STD = 0.04
 
 
@@ -60,13 +65,64 @@ def _sample_placement(
         margin = 0.8 * radius  # keeps most of the outline inside the image
         cy = rng.uniform(margin, height - margin)
         cx = rng.uniform(margin, width - margin)
-        angle = rng.uniform(0.0, 2.0 * np.pi)
+        angle = rng.uniform(-MAX_ROTATION, MAX_ROTATION)
         if all(
             np.hypot(cy - other.cy, cx - other.cx) > MIN_SEPARATION * (radius + other_radius)
             for other, other_radius in placed
         ):
             return Placement(cy, cx, radius / aspect, radius * aspect, angle), radius
     return None
+
+
+def _contrasting(fill: np.ndarray, under: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Shift a shape's fill so its mean brightness differs from what it covers by MIN_CONTRAST.
+
+    Every class gets the same rule, so brightness still says nothing about the class; it only
+    keeps a shape from vanishing into a background of the same shade.
+    """
+    gap = float(fill[:, inside].mean() - under[:, inside].mean())
+    if abs(gap) >= MIN_CONTRAST:
+        return fill
+    direction = 1.0 if float(under[:, inside].mean()) < 0.5 else -1.0
+    return fill + np.float32(direction * MIN_CONTRAST - gap)
+
+
+def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary erosion by ``steps`` pixels (4-neighbourhood), with numpy shifts."""
+    core = mask.copy()
+    for _ in range(steps):
+        shrunk = core.copy()
+        shrunk[1:, :] &= core[:-1, :]
+        shrunk[:-1, :] &= core[1:, :]
+        shrunk[:, 1:] &= core[:, :-1]
+        shrunk[:, :-1] &= core[:, 1:]
+        core = shrunk
+    return core
+
+
+def _rim_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+    """A near-black or near-white rim, whichever stands out from what the shape covers."""
+    dark = float(under.mean()) > 0.5 if under.size else True
+    base = np.float32(0.06 if dark else 0.94)
+    return base + rng.uniform(-0.05, 0.05, size=3).astype(np.float32)
+
+
+def _cast_shadow(
+    rng: np.random.Generator, image: np.ndarray, rows: slice, cols: slice, inside: np.ndarray
+) -> None:
+    """Darken the shape's outline shifted by a few pixels: a drop shadow on what lies below.
+
+    The shadow is a context cue for figure versus ground (it falls on the side away from the
+    shape), drawn from one distribution for every class, so it says nothing about the class.
+    """
+    height, width = image.shape[1:]
+    dy, dx = (int(v) for v in rng.integers(SHADOW_OFFSET[0], SHADOW_OFFSET[1] + 1, size=2))
+    full = np.zeros((height, width), dtype=bool)
+    full[rows, cols] = inside
+    shadow = np.zeros_like(full)
+    shadow[dy:, dx:] = full[: height - dy, : width - dx]
+    strength = np.float32(rng.uniform(*SHADOW_STRENGTH))
+    image[:, shadow] *= np.float32(1.0) - strength
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +148,15 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
         if raster is None:
             continue
         (rows, cols), inside = raster
-        fill = random_texture(rng, inside.shape[0], inside.shape[1])
-        np.copyto(image[:, rows, cols], fill, where=inside[None])
+        _cast_shadow(rng, image, rows, cols, inside)
+        window = image[:, rows, cols]
+        covered = window.copy()
+        # A sticker: a thin contrasting rim, the textured fill inside it. Rim and fill follow
+        # one distribution for every class: they mark figure against ground, not which figure.
+        window[:, inside] = _rim_colour(rng, window[:, inside])[:, None]
+        core = _erode(inside, int(rng.integers(RIM_WIDTH[0], RIM_WIDTH[1] + 1)))
+        fill = _contrasting(random_texture(rng, inside.shape[0], inside.shape[1]), covered, core)
+        np.copyto(window, fill, where=core[None])
         mask[rows, cols][inside] = class_index
     image = apply_lighting(rng, image)
     image = gaussian_blur(image, rng.uniform(0.0, MAX_BLUR_SIGMA))

@@ -28,7 +28,7 @@ def _rotated_coordinate(rng: np.random.Generator, height: int, width: int) -> tu
 
 def _stripes(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     along, _ = _rotated_coordinate(rng, height, width)
-    period = rng.uniform(5.0, 24.0)
+    period = rng.uniform(3.0, 10.0)
     wave = np.sin(along * np.float32(2.0 * np.pi / period) + np.float32(rng.uniform(0.0, 2.0 * np.pi)))
     if rng.random() < 0.5:
         return (wave > 0).astype(np.float32)
@@ -37,7 +37,7 @@ def _stripes(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 def _checker(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     along, across = _rotated_coordinate(rng, height, width)
-    cell = np.float32(rng.uniform(4.0, 16.0))
+    cell = np.float32(rng.uniform(3.0, 8.0))
     cells = np.floor(along / cell) + np.floor(across / cell)
     return (cells % 2).astype(np.float32)
 
@@ -72,7 +72,7 @@ def random_texture(rng: np.random.Generator, height: int, width: int) -> np.ndar
     else:
         pattern = smooth_noise(rng, height, width, cell=rng.uniform(6.0, 20.0))
     # The second colour is a bounded offset from the base, so patterns stay within one region.
-    offset = rng.uniform(-0.4, 0.4, size=3).astype(np.float32)
+    offset = rng.uniform(-0.2, 0.2, size=3).astype(np.float32)
     return base[:, None, None] + offset[:, None, None] * (pattern[None] - np.float32(0.5))
 
 

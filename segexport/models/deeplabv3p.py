@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segexport.errors import ConfigError
+from segexport.models.deeplabv3 import scaled_rates
 from segexport.models.registry import register_model
 from segexport.models.shell import SegmentationModel
 from segexport.nn import build_backbone
@@ -67,13 +68,6 @@ class DeepLabV3PlusHead(nn.Module):
         return self.cls(self.decoder(torch.cat([high, low], dim=1)))
 
 
-def _scaled_rates(output_stride: int, base: Sequence[int]) -> tuple[int, ...]:
-    # The paper doubles the rates when the output stride halves (16 -> 8).
-    if output_stride not in (8, 16):
-        raise ConfigError(f"deeplabv3p supports output stride 8 or 16, not {output_stride}")
-    return tuple(r * (16 // output_stride) for r in base)
-
-
 @register_model(
     "deeplabv3p",
     summary="DeepLabv3+: ASPP encoder, decoder with 48-ch stride-4 skip, separable convs",
@@ -108,7 +102,7 @@ def deeplabv3p(
     widths = (256, 48, 256) if paper else (64, 16, 64)
     # Tiny models see 128x128 inputs: an 8x8 map at OS16, so the paper's rates would only
     # ever touch zero padding; scale them to the feature map.
-    rates = _scaled_rates(output_stride, (6, 12, 18) if paper else (2, 4, 6))
+    rates = scaled_rates("deeplabv3p", output_stride, (6, 12, 18) if paper else (2, 4, 6))
     head = DeepLabV3PlusHead(
         info.channels[-1],
         info.channels[info.reductions.index(4)],

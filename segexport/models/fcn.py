@@ -43,6 +43,7 @@ class FCNHead(nn.Module):
         fc6_kernel: fc6 kernel size (7 in the paper).
         upsampling: "paper" (in-network 2x upsamplers learned, the final one fixed),
             "fixed" (every upsampler frozen at its bilinear kernel) or "learned" (all learned).
+        dropout: after fc6 and fc7 (0.5 in the paper).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class FCNHead(nn.Module):
         fc_channels: int,
         fc6_kernel: int,
         upsampling: str = "paper",
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         if upsampling not in UPSAMPLING_MODES:
@@ -63,7 +65,7 @@ class FCNHead(nn.Module):
         self.fc6 = nn.Conv2d(c5, fc_channels, fc6_kernel, padding=fc6_kernel // 2)
         self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
         self.relu = nn.ReLU(inplace=True)
-        self.drop = nn.Dropout2d(0.5)
+        self.drop = nn.Dropout2d(dropout)
         self.score_fr = nn.Conv2d(fc_channels, num_classes, 1)
         learn_inner = upsampling != "fixed"
         learn_final = upsampling == "learned"
@@ -91,10 +93,11 @@ def _build_fcn(
 ) -> SegmentationModel:
     if size == "paper":
         backbone = build_backbone("vgg16")
-        fc_channels, fc6_kernel = 4096, 7
+        fc_channels, fc6_kernel, dropout = 4096, 7, 0.5
     else:
         backbone = build_backbone("vgg_tiny")
-        fc_channels, fc6_kernel = 128, 3
+        # 128-channel fc layers cannot afford the paper's 50% dropout.
+        fc_channels, fc6_kernel, dropout = 128, 3, 0.1
     head = FCNHead(
         backbone.feature_info.channels,
         num_classes,
@@ -102,6 +105,7 @@ def _build_fcn(
         fc_channels=fc_channels,
         fc6_kernel=fc6_kernel,
         upsampling=upsampling,
+        dropout=dropout,
     )
     return SegmentationModel(backbone, head, upsample_to_input=False, input_divisor=32)
 

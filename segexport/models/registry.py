@@ -9,7 +9,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from segexport.errors import ConfigError, UnknownNameError
@@ -39,9 +41,13 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
-# Architecture modules register themselves on import; listed here so the registry is complete
-# without importing by side effect elsewhere.
-_MODULES = ("fcn", "deeplabv3p")
+# Architecture modules register themselves on import. Every module of this package except the
+# registry and the shell is an architecture file; this order is the order `segexport list` shows.
+_ORDER = (
+    "fcn", "unet", "segnet", "pspnet", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3p",
+    "torchvision_compat",
+)
+_NOT_ARCHITECTURES = {"registry", "shell"}
 
 
 def register_model(
@@ -65,15 +71,24 @@ def register_model(
     return decorate
 
 
+def _architecture_modules() -> list[str]:
+    here = Path(__file__).parent
+    found = [m.name for m in pkgutil.iter_modules([str(here)]) if m.name not in _NOT_ARCHITECTURES]
+    rank = {name: i for i, name in enumerate(_ORDER)}
+    return sorted(found, key=lambda name: (rank.get(name, len(rank)), name))
+
+
 def _load_all() -> None:
-    for mod in _MODULES:
+    for mod in _architecture_modules():
         importlib.import_module(f"segexport.models.{mod}")
 
 
 def list_models() -> list[ModelEntry]:
-    """Every registered architecture, in registration order."""
+    """Every registered architecture, in the order of ``_ORDER`` (then registration order)."""
     _load_all()
-    return list(_REGISTRY.values())
+    rank = {name: i for i, name in enumerate(_architecture_modules())}
+    entries = list(_REGISTRY.values())
+    return sorted(entries, key=lambda e: rank.get(e.builder.__module__.rsplit(".", 1)[-1], len(rank)))
 
 
 def get_entry(name: str) -> ModelEntry:

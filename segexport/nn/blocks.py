@@ -35,11 +35,14 @@ def separable_conv_bn_relu(cin: int, cout: int, kernel: int = 3, *, dilation: in
 
 
 class ImagePooling(nn.Sequential):
-    """Global average pool -> 1x1 conv-BN-ReLU -> bilinear resize back (ASPP's image-level branch)."""
+    """Adaptive average pool to ``bins x bins`` -> 1x1 conv-BN-ReLU -> bilinear resize back.
 
-    def __init__(self, cin: int, cout: int) -> None:
+    ``bins=1`` is ASPP's image-level branch; larger ``bins`` are PSPNet's pyramid levels.
+    """
+
+    def __init__(self, cin: int, cout: int, bins: int = 1) -> None:
         super().__init__(
-            nn.AdaptiveAvgPool2d(1),
+            nn.AdaptiveAvgPool2d(bins),
             nn.Conv2d(cin, cout, 1, bias=False),
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),

@@ -1,0 +1,117 @@
+"""``segexport export``: rewrite, export to ONNX and verify on ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+_OUTPUTS = ("logits", "labels", "both")
+
+
+def parse_input_size(value: Optional[str]) -> Optional[tuple[int, int]]:
+    """``"HxW"`` -> ``(H, W)``; None stays None.
+
+    Raises:
+        typer.BadParameter: anything else (a usage error, exit 2).
+    """
+    if value is None:
+        return None
+    match = _SIZE.match(value)
+    if not match or 0 in (int(match[1]), int(match[2])):
+        raise typer.BadParameter(
+            f"{value!r} is not HEIGHTxWIDTH with positive integers, e.g. 128x128", param_hint="'--input-size'"
+        )
+    return int(match[1]), int(match[2])
+
+
+def _check_output(value: str) -> str:
+    if value not in _OUTPUTS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(_OUTPUTS)}")
+    return value
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_summary(result: Any) -> None:
+    s = result.summary
+    batch = s["verification"]["batch"]
+    rewrites = json.loads(result.rewrites_path.read_text())["rewrites"]
+    replaced = [f"{r['rule']}:{r['target']}" for r in rewrites if r["action"] == "replaced" and r["rule"] != "model"]
+    table = Table(title=f"{s['arch']} -> {result.onnx_path}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("source", s["source"])
+    table.add_row("graph", f"opset {s['opset']}, IR {s['ir_version']}, outputs {', '.join(s['outputs'])}, "
+                  f"{s['nodes']['exported']} -> {s['nodes']['final']} nodes")
+    table.add_row("input", f"images {'N' if s['dynamic_batch'] else 1}x3x"
+                  + ("HxW (dynamic)" if s["dynamic_hw"] else "x".join(map(str, s["input_size"]))))
+    table.add_row("rewrites", ", ".join(replaced) or "none")
+    table.add_row("agreement", f"{s['agreement']:.6f} (budget {s['agreement_budget']}), "
+                  f"vs original {_fmt(s['agreement_vs_original'], '.6f')}")
+    table.add_row("max |logit diff|", f"{_fmt(s['max_logit_error'], '.2e')}, "
+                  f"vs original {_fmt(s['max_logit_error_vs_original'], '.2e')}")
+    table.add_row("sizes checked", ", ".join(f"{h}x{w}" for h, w in s["sizes_checked"]))
+    if batch is not None:
+        table.add_row("batch 1 vs 4", "identical" if batch["identical"] else f"differ ({batch['max_diff']})")
+    table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
+    Console().print(table)
+
+
+def export_command(
+    source: str = typer.Argument(..., metavar="ARCH|CHECKPOINT_DIR", help="Architecture name or checkpoint folder."),
+    out: Optional[Path] = typer.Option(
+        None, help="Output folder (default: builds/ARCH/export; for a checkpoint folder, 'export' beside it)."
+    ),
+    size: Optional[str] = typer.Option(None, help="Model size for an ARCH: tiny or paper."),
+    checkpoint: Optional[Path] = typer.Option(None, help="State-dict file (torchvision or segexport) for an ARCH."),
+    input_size: Optional[str] = typer.Option(None, "--input-size", help="HEIGHTxWIDTH (default: the checkpoint's or recipe's)."),
+    opset: int = typer.Option(18, help="ONNX opset, 18 to 23 (18: native to the exporter, read by TensorRT 10)."),
+    dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--static-batch", help="Dynamic batch axis, or batch 1."),
+    dynamic_hw: bool = typer.Option(False, "--dynamic-hw", help="Dynamic height and width, verified at three sizes."),
+    keep_deconv: bool = typer.Option(False, "--keep-deconv", help="Keep transposed convs (no resize rewrite)."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnx-simplifier."),
+    output: str = typer.Option("logits", callback=_check_output, help="Outputs: logits, labels (int32 argmax) or both."),
+    images: int = typer.Option(32, min=1, help="Synthetic val images to verify on."),
+    seed: int = typer.Option(0, help="Data seed (and weight seed without --checkpoint)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export summary as JSON."),
+) -> None:
+    """Export ARCH or CHECKPOINT_DIR to model.onnx (+ rewrites.json), verified on ONNX Runtime.
+
+    Exit 1 when ONNX Runtime disagrees with PyTorch (argmax agreement below 99.99%).
+
+    Examples:
+
+        segexport export builds/fcn8s/reference
+
+        segexport export deeplabv3p --size tiny --dynamic-hw --output both --json
+
+        segexport export deeplabv3_resnet50 --checkpoint deeplabv3_resnet50_coco.pth --input-size 512x512
+    """
+    from segexport.export.stage import export_model
+
+    result = export_model(
+        source, out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
+        opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, keep_deconv=keep_deconv,
+        simplify=simplify, output=output, images=images, seed=seed,
+    )
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for note in result.notes:
+        err.print(f"warning: {note}", markup=False)
+    if as_json:
+        payload = {"onnx": str(result.onnx_path), "rewrites": str(result.rewrites_path), **result.summary}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    _print_summary(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)
