@@ -43,7 +43,11 @@ class Recipe:
     aux_weight: float = 0.4
     scale_min: float = 0.75
     scale_max: float = 1.5
-    threads: int | None = None
+    bf16: bool | None = None
+    # Precision budgets: the largest mIoU drop (points, vs FP32) a variant may have.
+    budget_int8: float = 1.0  # INT8 for TensorRT
+    budget_int8_cpu: float = 0.5  # INT8 for ONNX Runtime on CPUs
+    budget_fp16: float = 0.1
 
     def model_args(self, num_classes: int) -> dict[str, Any]:
         """Keyword arguments for :func:`segexport.models.build_model` (None values dropped there)."""
@@ -73,6 +77,8 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"recipe key {name} must be a number, not {value!r}")
         value = float(value)
+    elif text.startswith("bool") and not isinstance(value, bool):
+        raise ConfigError(f"recipe key {name} must be true or false, not {value!r}")
     elif text.startswith("str") and not isinstance(value, str):
         raise ConfigError(f"recipe key {name} must be a string, not {value!r}")
     return value

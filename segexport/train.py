@@ -32,10 +32,22 @@ class TrainConfig:
     scale_max: float = 1.5
     seed: int = 0
     poly_power: float = 0.9
+    bf16: bool | None = None  # bfloat16 autocast for training steps; None: where the CPU has bf16 kernels
 
     @classmethod
     def from_recipe(cls, r: Recipe) -> "TrainConfig":
-        return cls(r.epochs, r.batch_size, r.lr, r.weight_decay, r.aux_weight, r.scale_min, r.scale_max, r.seed)
+        return cls(
+            r.epochs, r.batch_size, r.lr, r.weight_decay, r.aux_weight, r.scale_min, r.scale_max, r.seed,
+            bf16=r.bf16,
+        )
+
+    def use_bf16(self) -> bool:
+        """Whether training steps run under bfloat16 autocast (evaluation always runs in FP32)."""
+        if self.bf16 is not None:
+            return self.bf16
+        # oneDNN's bf16 kernels (AVX512-BF16/AMX) make CPU training 1.2-2x faster here; on CPUs
+        # without them bf16 would be emulated and slower, so "auto" means FP32 there.
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @dataclass
@@ -43,6 +55,7 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    bf16: bool = False
 
 
 def scale_crop(
@@ -119,6 +132,7 @@ def train_model(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: (1 - it / total) ** cfg.poly_power)
     history: list[dict[str, float]] = []
+    bf16 = cfg.use_bf16()
     start = time.perf_counter()
     with progress_bar(progress) as bar:
         task = bar.add_task("train", total=total, info="")
@@ -130,10 +144,11 @@ def train_model(
                 idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 x = normalize_batch(images[idx], preprocess)
                 x, y = augment(x, masks[idx], cfg, gen)
-                out, aux = model.forward_train(x)
-                loss = F.cross_entropy(out, y, ignore_index=IGNORE_INDEX)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    out, aux = model.forward_train(x)
+                loss = F.cross_entropy(out.float(), y, ignore_index=IGNORE_INDEX)
                 if aux is not None:
-                    loss = loss + cfg.aux_weight * F.cross_entropy(aux, y, ignore_index=IGNORE_INDEX)
+                    loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), y, ignore_index=IGNORE_INDEX)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -144,7 +159,7 @@ def train_model(
             history.append({"epoch": epoch + 1, "loss": running / steps_per_epoch, "val_miou": m.miou})
             bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val mIoU {m.miou:.3f}")
     seconds = time.perf_counter() - start
-    return TrainResult(metrics=m.to_dict(classes), history=history, seconds=seconds)
+    return TrainResult(metrics=m.to_dict(classes), history=history, seconds=seconds, bf16=bf16)
 
 
 def _load_backbone_checkpoint(model: SegmentationModel, path: str | Path | None) -> dict[str, Any]:
@@ -197,6 +212,7 @@ def train_checkpoint(
             "history": result.history,
             "torch_version": torch.__version__,
             "num_threads": torch.get_num_threads(),
+            "step_precision": "bf16-autocast" if result.bf16 else "fp32",
             **pretrained,
         },
     )

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from segexport.checkpoint import fit_state_dict, read_state_dict
-from segexport.errors import CheckpointError
 from segexport.models import SegmentationModel, build_model, get_entry
 from segexport.nn.vgg import vgg_fc_to_conv
 

@@ -23,9 +23,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from segexport.errors import ConfigError
 from segexport.models.registry import register_model
-from segexport.models.shell import SegmentationModel
+from segexport.models.shell import SegmentationModel, choose_backbone
 from segexport.nn import build_backbone
 
 PAPER_BACKBONES = ("resnet101", "resnet50")
@@ -84,10 +83,7 @@ def deeplabv2(*, size: str = "tiny", num_classes: int = 21, backbone: str | None
         ConfigError: a backbone of the other size.
     """
     paper = size == "paper"
-    allowed = PAPER_BACKBONES if paper else TINY_BACKBONES
-    name = backbone or allowed[0]
-    if name not in allowed:
-        raise ConfigError(f"deeplabv2 at size {size} takes backbone {', '.join(allowed)}, not {name!r}")
+    name = choose_backbone("deeplabv2", size, backbone, PAPER_BACKBONES, TINY_BACKBONES)
     body = build_backbone(name, output_stride=8)
     head = ASPPv2(body.feature_info.channels[-1], num_classes, PAPER_RATES if paper else TINY_RATES)
     return SegmentationModel(body, head, input_divisor=body.feature_info.output_stride)

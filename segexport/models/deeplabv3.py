@@ -24,7 +24,7 @@ from torch import nn
 
 from segexport.errors import ConfigError
 from segexport.models.registry import register_model
-from segexport.models.shell import SegmentationModel
+from segexport.models.shell import SegmentationModel, choose_backbone
 from segexport.models.torchvision_compat import FeatureHead
 from segexport.nn import build_backbone
 from segexport.nn.blocks import ASPP
@@ -80,10 +80,7 @@ def deeplabv3(
         ConfigError: a backbone of the other size or an unsupported output stride.
     """
     paper = size == "paper"
-    allowed = PAPER_BACKBONES if paper else TINY_BACKBONES
-    name = backbone or allowed[0]
-    if name not in allowed:
-        raise ConfigError(f"deeplabv3 at size {size} takes backbone {', '.join(allowed)}, not {name!r}")
+    name = choose_backbone("deeplabv3", size, backbone, PAPER_BACKBONES, TINY_BACKBONES)
     rates = scaled_rates("deeplabv3", output_stride, PAPER_RATES if paper else TINY_RATES)
     body = build_backbone(name, output_stride=output_stride, multi_grid=MULTI_GRID if paper else None)
     info = body.feature_info

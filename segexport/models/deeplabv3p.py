@@ -19,7 +19,7 @@ from torch import nn
 from segexport.errors import ConfigError
 from segexport.models.deeplabv3 import scaled_rates
 from segexport.models.registry import register_model
-from segexport.models.shell import SegmentationModel
+from segexport.models.shell import SegmentationModel, choose_backbone
 from segexport.nn import build_backbone
 from segexport.nn.blocks import ASPP, conv_bn_relu, separable_conv_bn_relu
 
@@ -91,10 +91,7 @@ def deeplabv3p(
         output_stride: 16 (paper default) or 8.
     """
     paper = size == "paper"
-    name = backbone or ("resnet50" if paper else "resnet_tiny")
-    allowed = PAPER_BACKBONES if paper else TINY_BACKBONES
-    if name not in allowed:
-        raise ConfigError(f"deeplabv3p at size {size} takes backbone {', '.join(allowed)}, not {name!r}")
+    name = choose_backbone("deeplabv3p", size, backbone, PAPER_BACKBONES, TINY_BACKBONES)
     body = build_backbone(name, output_stride=output_stride)
     info = body.feature_info
     if 4 not in info.reductions:

@@ -25,7 +25,7 @@ from torch import nn
 
 from segexport.errors import ConfigError
 from segexport.models.registry import register_model
-from segexport.models.shell import SegmentationModel
+from segexport.models.shell import SegmentationModel, choose_backbone
 from segexport.nn import build_backbone
 from segexport.models.torchvision_compat import fcn_head
 from segexport.nn.blocks import ImagePooling, conv_bn_relu
@@ -95,10 +95,7 @@ def pspnet(
         ConfigError: a backbone of the other size or an unsupported output stride.
     """
     paper = size == "paper"
-    allowed = PAPER_BACKBONES if paper else TINY_BACKBONES
-    name = backbone or allowed[0]
-    if name not in allowed:
-        raise ConfigError(f"pspnet at size {size} takes backbone {', '.join(allowed)}, not {name!r}")
+    name = choose_backbone("pspnet", size, backbone, PAPER_BACKBONES, TINY_BACKBONES)
     if output_stride not in OUTPUT_STRIDES:
         raise ConfigError(f"pspnet supports output stride 8 (the paper) or 16, not {output_stride}")
     body = build_backbone(name, output_stride=output_stride)

@@ -85,3 +85,18 @@ def check_input_size(model: SegmentationModel, height: int, width: int) -> None:
     raise ConfigError(
         f"input size {height}x{width} is not a multiple of {d} for this model; use {sizes}"
     )
+
+
+def choose_backbone(
+    arch: str, size: str, backbone: str | None, paper: tuple[str, ...], tiny: tuple[str, ...]
+) -> str:
+    """The backbone for ``size``: ``backbone`` if it belongs to that size, else its first choice.
+
+    Raises:
+        ConfigError: ``backbone`` belongs to the other size or to no size of ``arch``.
+    """
+    allowed = paper if size == "paper" else tiny
+    name = backbone or allowed[0]
+    if name not in allowed:
+        raise ConfigError(f"{arch} at size {size} takes backbone {', '.join(allowed)}, not {name!r}")
+    return name

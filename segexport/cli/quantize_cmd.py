@@ -1,0 +1,130 @@
+"""``segexport quantize``: INT8 (TensorRT or CPU) or FP16 from an FP32 ONNX model, judged against a budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _accuracy_rows(table: Table, s: dict[str, Any]) -> None:
+    acc = s["accuracy"]
+    if acc is None:
+        table.add_row("accuracy", "not measured (see warnings)")
+        return
+    table.add_row("val", f"{acc['val']}, {acc['images']} images")
+    table.add_row("mIoU", f"{acc['variant']['miou']:.4f} vs FP32 {acc['reference']['miou']:.4f}: drop "
+                  f"{acc['drop_points']:.3f} points (budget {s['budget_points']})")
+    table.add_row("argmax agreement", f"{acc['agreement']:.6f}, max |logit diff| {_fmt(acc['max_logit_error'], '.3g')}")
+    half = s.get("true_half")
+    if half is not None:
+        table.add_row("true half (torch)", f"{half['dtype']}: mIoU drop {half['drop_points']:.3f} points, "
+                      f"agreement {half['agreement']:.6f}")
+
+
+def _graph_rows(table: Table, s: dict[str, Any]) -> None:
+    if s["precision"] == "fp16":
+        c = s["conversion"]
+        kept = ", ".join(f"{op} x{n}" for op, n in c["kept_fp32_ops"].items()) or "none"
+        table.add_row("kept FP32 (ops)", kept)
+        table.add_row("io / weights", f"{s['graph']['inputs']} -> {s['graph']['outputs']}, {s['graph']['initializer_types']}")
+        return
+    g, cal = s["graph"], s["calibration"]
+    images = cal["images"]
+    reused = " (reused from --calib-cache)" if cal["cache"]["reused"] else ""
+    table.add_row("calibration", f"{cal['settings']['method']} on {images['used']} images of {images['source']} "
+                  f"(seed {images['seed']}, {images['skipped']} skipped){reused}")
+    table.add_row("Q/DQ", f"{g['quantize_linear']} Q, {g['dequantize_linear']} DQ, zero points {g['zero_point_types']}, "
+                  f"constants {g['constants']}")
+    if "optimized" in g:
+        table.add_row("ORT fused convs", f"{g['optimized']['QLinearConv']} QLinearConv of {g['optimized']['Conv_in_model']} Conv")
+
+
+def _print_summary(result: Any) -> None:
+    s = result.summary
+    table = Table(title=f"{s['variant']} -> {result.model_path}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    _graph_rows(table, s)
+    _accuracy_rows(table, s)
+    kept = s["kept_fp32"]
+    table.add_row("kept FP32 (layers)", ", ".join(kept) if kept else "none")
+    table.add_row("result", "passed" if s["passed"] else ("not judged" if s["passed"] is None else "FAILED"))
+    table.add_row("files", ", ".join(str(Path(f).name) for f in result.files))
+    table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
+    Console().print(table)
+
+
+def quantize_command(
+    model: Path = typer.Argument(..., metavar="MODEL.onnx", help="FP32 ONNX model (from segexport export, or one image input)."),
+    int8: bool = typer.Option(False, "--int8", help="Make the INT8 model of --target."),
+    fp16: bool = typer.Option(False, "--fp16", help="Make model.fp16.onnx (FP32 inputs and outputs)."),
+    target: Optional[str] = typer.Option(None, help="INT8 target: tensorrt (default; symmetric Q/DQ) or cpu (QLinear kernels)."),
+    calib: Optional[str] = typer.Option(
+        None, help="Calibration images: a folder, or synthetic (default), voc:PATH, cityscapes:PATH, folder:PATH."
+    ),
+    calib_images: Optional[int] = typer.Option(None, "--calib-images", help="Calibration images to sample (default 256)."),
+    method: Optional[str] = typer.Option(None, help="Calibration: entropy (default), minmax or percentile."),
+    percentile: Optional[float] = typer.Option(None, help="Percentile kept by --method percentile (default 99.99)."),
+    calib_cache: Optional[Path] = typer.Option(
+        None, "--calib-cache", help="Ranges file: reused when it exists (no calibration), written when not."
+    ),
+    budget: Optional[float] = typer.Option(
+        None, help="Largest mIoU drop in points (default: the recipe's; INT8 1.0, CPU 0.5, FP16 0.1)."
+    ),
+    max_fallback: Optional[int] = typer.Option(
+        None, "--max-fallback", help="Most layers kept in FP32 to meet the budget (default: a fifth; 0: off)."
+    ),
+    val: Optional[str] = typer.Option(None, help="Validation data spec (default: synthetic)."),
+    val_images: Optional[int] = typer.Option(None, "--val-images", help="Validation images (default: the whole split)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: the model's folder)."),
+    seed: int = typer.Option(0, help="Seed of the calibration sample and of the synthetic data."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Quantize MODEL.onnx to INT8 or FP16 and check its mIoU drop against the budget.
+
+    Writes model.int8.tensorrt.onnx (+ calibration.cache, calibration.json), model.int8.cpu.onnx
+    (+ calibration.json) or model.fp16.onnx, and the variant's entry in quantize.json. When the
+    drop breaks the budget, the most sensitive layers are kept in FP32 (at most --max-fallback);
+    exit 1 if it still breaks.
+
+    Examples:
+
+        segexport quantize builds/deeplabv3p/export/model.onnx --int8
+
+        segexport quantize model.onnx --int8 --target cpu --calib my_images/ --calib-images 512
+
+        segexport quantize model.onnx --int8 --calib-cache builds/deeplabv3p/export/calibration.json
+
+        segexport quantize model.onnx --fp16 --json
+    """
+    from segexport.errors import ConfigError
+    from segexport.precision.stage import quantize_model
+
+    if int8 == fp16:
+        raise ConfigError("pass exactly one of --int8 and --fp16")
+    result = quantize_model(
+        model, precision="int8" if int8 else "fp16", target=target, calib=calib, calib_images=calib_images,
+        method=method, percentile=percentile, calib_cache=calib_cache, budget=budget, max_fallback=max_fallback,
+        val=val, val_images=val_images, out=out, seed=seed, progress=progress,
+    )
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    for note in result.notes:
+        err.print(f"warning: {note}", markup=False)
+    if as_json:
+        typer.echo(json.dumps({**result.summary, "summary_file": str(result.summary_path)}, indent=2))
+        return
+    _print_summary(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize")(quantize_command)

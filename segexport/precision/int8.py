@@ -1,0 +1,171 @@
+"""INT8 models in Q/DQ form, made by ``onnxruntime.quantization.quantize_static`` from cached ranges.
+
+Two targets:
+
+- ``tensorrt``: TensorRT's explicit quantization. Signed INT8 activations and per-channel
+  weights, both symmetric (zero points 0); Q/DQ on the inputs of Conv, ConvTranspose,
+  MatMul and Gemm and on both inputs of Add (a residual add then fuses into the conv before
+  it), never on their outputs; pooling gets Q/DQ only when its input is already quantized
+  (TensorRT moves Q/DQ across pooling itself). Biases stay float (TensorRT does not take
+  INT32 DequantizeLinear), and each consumer gets its own Q/DQ pair (TensorRT cannot share one).
+  Concat and Resize stay float: TensorRT would need equal scales on every input.
+- ``cpu``: ONNX Runtime's fast path. Unsigned INT8 activations, signed per-channel weights,
+  every operator the library quantizes; ONNX Runtime's optimiser fuses the Q/DQ into
+  QLinearConv, QLinearAdd, QLinearConcat, ... Weights use the full 8 bits (``reduce_range``
+  off): CPUs with VNNI do not saturate; older AVX2-only CPUs may lose accuracy to saturation.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from segexport.errors import ConfigError
+from segexport.export.metadata import set_metadata
+from segexport.fsutil import atomic_path
+from segexport.precision.calibrate import CalibrationSettings, quiet_quantization
+
+_WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+_TOOL_PROPS = ("onnx.infer", "onnx.quant.pre_process")  # markers the library leaves; not the model's
+
+
+@dataclass(frozen=True)
+class Int8Target:
+    """One INT8 flavour: the file it writes and the ``quantize_static`` settings that make it."""
+
+    name: str
+    filename: str
+    signed_activations: bool
+    op_types: tuple[str, ...] | None  # None: every operator type the library quantizes
+    extra_options: dict[str, Any] = field(default_factory=dict)
+
+
+TARGETS: dict[str, Int8Target] = {
+    "tensorrt": Int8Target(
+        "tensorrt", "model.int8.tensorrt.onnx", True, (*_WEIGHTED, "Add", "MaxPool", "AveragePool"),
+        {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False, "DedicatedQDQPair": True,
+         "OpTypesToExcludeOutputQuantization": [*_WEIGHTED, "Add"]},
+    ),
+    "cpu": Int8Target("cpu", "model.int8.cpu.onnx", False, None, {"WeightSymmetric": True}),
+}
+DEFAULT_TARGET = "tensorrt"
+
+
+def get_target(name: str) -> Int8Target:
+    """Raises:
+    ConfigError: an unknown target.
+    """
+    if name not in TARGETS:
+        raise ConfigError(f"--target must be one of {', '.join(TARGETS)}, got {name!r}")
+    return TARGETS[name]
+
+
+def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Target, ranges_path: str | Path,
+                  settings: CalibrationSettings, *, nodes_to_exclude: Sequence[str] = (),
+                  notes: list[str] | None = None) -> None:
+    """Write the INT8 model of ``target`` from the cached ranges at ``ranges_path`` (atomically).
+
+    The same FP32 model, ranges file and excluded nodes give a bitwise-identical file.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    activation = QuantType.QInt8 if target.signed_activations else QuantType.QUInt8
+    with tempfile.TemporaryDirectory(prefix="segexport-int8-") as tmp, quiet_quantization(notes):
+        raw = Path(tmp) / "quantized.onnx"
+        quantize_static(
+            str(model_path), str(raw), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(target.op_types) if target.op_types else None, per_channel=True,
+            reduce_range=False, activation_type=activation, weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude), calibrate_method=settings.ort_method,
+            extra_options=dict(target.extra_options), calibration_cache_path=str(ranges_path),
+        )
+        model = onnx.load(str(raw))
+    props = {p.key: p.value for p in model.metadata_props if p.key not in _TOOL_PROPS}
+    props.update({"precision": "int8", "int8_target": target.name, "calibration_method": settings.method,
+                  "kept_fp32": json.dumps(sorted(nodes_to_exclude))})
+    del model.metadata_props[:]
+    set_metadata(model, props)
+    with atomic_path(out_path) as tmp_path:
+        onnx.save_model(model, str(tmp_path))
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in model.graph.node for out in node.output}
+
+
+def quantized_layers(path: str | Path) -> list[dict[str, str]]:
+    """Nodes of a Q/DQ model that take a dequantized input: the layers that run in INT8.
+
+    Returns:
+        ``{"name", "op_type"}`` per layer, in graph order (named nodes only).
+    """
+    model = onnx.load(str(path))
+    producers = _producers(model)
+    layers = []
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not node.name:
+            continue
+        if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input):
+            layers.append({"name": node.name, "op_type": node.op_type})
+    return layers
+
+
+def _constant_kind(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> str | None:
+    """For a DequantizeLinear of an initializer: ``weights_per_channel``, ``weights_per_tensor``
+    or ``biases`` (INT32); None for an activation's DequantizeLinear."""
+    value = inits.get(node.input[0])
+    if value is None:
+        return None
+    if value.data_type == onnx.TensorProto.INT32:
+        return "biases"
+    scale = inits.get(node.input[1])
+    per_channel = scale is not None and len(scale.dims) == 1 and scale.dims[0] > 1
+    return "weights_per_channel" if per_channel else "weights_per_tensor"
+
+
+def qdq_facts(path: str | Path) -> dict[str, Any]:
+    """What a Q/DQ model contains: Q/DQ counts, the integer types of their zero points, how
+    many zero points are not 0, and the dequantized constants (weights per channel or per
+    tensor, INT32 biases)."""
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    types: Counter[str] = Counter()
+    nonzero = 0
+    constants = Counter({"weights_per_channel": 0, "weights_per_tensor": 0, "biases": 0})
+    for node in qdq:
+        zp = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zp is not None:
+            types[onnx.TensorProto.DataType.Name(zp.data_type).lower()] += 1
+            nonzero += int(np.count_nonzero(numpy_helper.to_array(zp)) > 0)
+        kind = _constant_kind(node, inits) if node.op_type == "DequantizeLinear" else None
+        if kind is not None:
+            constants[kind] += 1
+    ops = Counter(n.op_type for n in model.graph.node)
+    return {"quantize_linear": ops["QuantizeLinear"], "dequantize_linear": ops["DequantizeLinear"],
+            "zero_point_types": dict(sorted(types.items())), "nonzero_zero_points": nonzero,
+            "constants": dict(constants), "op_counts": dict(sorted(ops.items()))}
+
+
+def optimized_op_counts(path: str | Path) -> dict[str, int]:
+    """Operator counts of the graph ONNX Runtime's CPU provider actually runs (all optimisations),
+    read back from ``SessionOptions.optimized_model_filepath``."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="segexport-opt-") as tmp:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3  # it warns that the saved graph is machine-specific: known
+        options.intra_op_num_threads = 1
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(options.optimized_model_filepath)
+    return dict(sorted(Counter(n.op_type for n in optimized.graph.node).items()))

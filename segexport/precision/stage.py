@@ -1,0 +1,239 @@
+"""The precision stage: an FP32 ONNX model in, an INT8 or FP16 model out, judged against a budget.
+
+``quantize_model`` reads and checks the model, loads the val data, builds the variant
+(INT8 from calibrated ranges, see ``precision.int8``; FP16, see ``precision.fp16``), measures
+its mIoU against the FP32 model on the same images with ONNX Runtime, runs the sensitivity
+pass when the drop breaks the budget, and writes the model, the calibration files and the
+variant's entry in ``quantize.json``. A broken budget raises CheckFailed after everything is
+written. Everything here is deterministic: the same inputs give bitwise-identical models.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segexport.errors import CheckFailed, ConfigError
+from segexport.precision.evaluate import DEFAULT_VAL, Prediction, ValData, load_val, logit_error, predict, score
+from segexport.precision.onnx_model import ModelInfo, read_model_info
+from segexport.precision.sensitivity import SENSITIVITY_IMAGES, default_max_fallback, keep_until_budget, rank_layers
+from segexport.precision.summary import write_summary
+from segexport.recipe import Recipe, load_recipe
+
+PRECISIONS = ("int8", "fp16")
+REFERENCE_LABEL = "FP32 ONNX model on ONNX Runtime (CPU provider)"
+
+Build = Callable[[Sequence[str], Path], None]
+
+
+@dataclass
+class QuantizeResult:
+    """What :func:`quantize_model` wrote: the model, the summary file and this variant's summary."""
+
+    model_path: Path
+    summary_path: Path
+    summary: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """What every variant's build and judgement share."""
+
+    info: ModelInfo
+    out_dir: Path
+    tmp: Path
+    val: ValData | None
+    reference: Prediction | None
+    reference_miou: float | None
+    budget: float
+    max_fallback: int | None
+    progress: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_budget(info: ModelInfo, precision: str, target: str | None, budget: float | None) -> float:
+    """``budget``, or the recipe's for the model's architecture (defaults for a plain model).
+
+    Raises:
+        ConfigError: a negative budget.
+    """
+    if budget is None:
+        recipe = load_recipe(info.arch) if info.arch else Recipe(arch="onnx")
+        budget = recipe.budget_fp16 if precision == "fp16" else (
+            recipe.budget_int8_cpu if target == "cpu" else recipe.budget_int8)
+    if not np.isfinite(budget) or budget < 0:
+        raise ConfigError(f"--budget must be a number of mIoU points >= 0, got {budget}")
+    return float(budget)
+
+
+def _load_val(info: ModelInfo, spec: str | None, count: int | None, seed: int, notes: list[str]) -> ValData | None:
+    """The val data, or None (with a note) when the default data cannot judge this model."""
+    if count is not None and count < 1:
+        raise ConfigError(f"--val-images must be at least 1, got {count}")
+    classes = len(info.classes) if info.classes else None
+    if spec is None:
+        from segexport.data import SYNTHETIC_CLASSES
+
+        if classes != len(SYNTHETIC_CLASSES):
+            notes.append(f"accuracy not measured: the model predicts {classes or 'an unknown number of'} classes, "
+                         f"the built-in val data has {len(SYNTHETIC_CLASSES)}; pass --val with the model's data")
+            return None
+    return load_val(spec or DEFAULT_VAL, info.preprocess, count=count, seed=seed, num_classes=classes)
+
+
+def make_context(info: ModelInfo, out_dir: Path, tmp: Path, *, val: str | None, val_images: int | None, seed: int,
+                 budget: float, max_fallback: int | None, progress: bool) -> Context:
+    """Load the val data and run the FP32 reference on it."""
+    if max_fallback is not None and max_fallback < 0:
+        raise ConfigError(f"--max-fallback must be >= 0 (0 turns the sensitivity pass off), got {max_fallback}")
+    notes = list(info.notes)
+    data = _load_val(info, val, val_images, seed, notes)
+    reference = predict(info.path, data, keep_logits=SENSITIVITY_IMAGES) if data is not None else None
+    miou = score(reference.labels, data)["miou"] if reference is not None and data is not None else None
+    return Context(info, out_dir, tmp, data, reference, miou, budget, max_fallback, progress, notes)
+
+
+def measure(ctx: Context, path: Path, label: str) -> dict[str, Any] | None:
+    """The variant's accuracy on the val data against the FP32 reference (None without val data)."""
+    if ctx.val is None or ctx.reference is None or ctx.reference_miou is None:
+        return None
+    pred = predict(path, ctx.val, keep_logits=SENSITIVITY_IMAGES)
+    metrics = score(pred.labels, ctx.val)
+    return {
+        "val": ctx.val.source, "images": len(ctx.val),
+        "reference": {"label": REFERENCE_LABEL, "miou": ctx.reference_miou},
+        "variant": {"label": label, **metrics},
+        "drop_points": 100.0 * (ctx.reference_miou - metrics["miou"]),
+        "agreement": float((pred.labels == ctx.reference.labels).mean()),
+        **logit_error(pred, ctx.reference),
+    }
+
+
+def _proxy(path: Path, val: ValData, reference: Prediction) -> float:
+    """The sensitivity pass's error proxy: mean squared logit error (or argmax disagreement)."""
+    pred = predict(path, val, keep_logits=SENSITIVITY_IMAGES, limit=SENSITIVITY_IMAGES)
+    if pred.logits is not None and reference.logits is not None:
+        diff = pred.logits.astype(np.float64) - reference.logits[: len(pred.logits)]
+        return float(np.mean(diff * diff))
+    return float((pred.labels != reference.labels[: len(pred.labels)]).mean())
+
+
+def _fallback(ctx: Context, build: Build, layers: list[dict[str, str]], candidate: Path) -> dict[str, Any] | None:
+    """Run the sensitivity pass; its summary (None when turned off)."""
+    limit = default_max_fallback(len(layers)) if ctx.max_fallback is None else ctx.max_fallback
+    val, reference, reference_miou = ctx.val, ctx.reference, ctx.reference_miou
+    if limit == 0 or val is None or reference is None or reference_miou is None:
+        return None
+
+    def proxy_of(kept: Sequence[str]) -> float:
+        build(kept, candidate)
+        return _proxy(candidate, val, reference)
+
+    def miou_of(kept: Sequence[str]) -> float:
+        build(kept, candidate)
+        return score(predict(candidate, val).labels, val)["miou"]
+
+    ranking = rank_layers(layers, proxy_of, _proxy(candidate, val, reference), progress=ctx.progress)
+    outcome = keep_until_budget(ranking, miou_of, reference_miou=reference_miou, budget=ctx.budget,
+                                max_fallback=limit, progress=ctx.progress)
+    return {**outcome.to_dict(), "max_fallback": limit, "candidates": len(layers)}
+
+
+def build_and_judge(ctx: Context, build: Build, layers_of: Callable[[Path], list[dict[str, str]]],
+                    final: Path, label: str) -> dict[str, Any]:
+    """Build the variant, judge it, run the sensitivity pass if the budget breaks, write ``final``.
+
+    Returns:
+        ``kept_fp32`` (node names), ``accuracy`` (None without val data), ``fallback``,
+        ``passed`` (None when not judged) and ``layers`` (candidate count).
+    """
+    candidate = ctx.tmp / "candidate.onnx"
+    build([], candidate)
+    layers = layers_of(candidate)
+    accuracy = measure(ctx, candidate, label)
+    passed = None if accuracy is None else accuracy["drop_points"] <= ctx.budget
+    fallback = None if passed in (None, True) else _fallback(ctx, build, layers, candidate)
+    if fallback is not None and accuracy is not None:
+        fallback["drop_points_before"] = accuracy["drop_points"]  # every candidate layer in low precision
+    kept = [entry["name"] for entry in fallback["kept_fp32"]] if fallback and fallback["tried"] else []
+    build(kept, final)
+    if kept:
+        accuracy = measure(ctx, final, label)
+        passed = accuracy is not None and accuracy["drop_points"] <= ctx.budget
+    return {"kept_fp32": kept, "accuracy": accuracy, "fallback": fallback, "passed": passed, "layers": len(layers)}
+
+
+def budget_problem(name: str, judged: dict[str, Any], budget: float) -> list[str]:
+    """The one-line problem of a broken budget (empty when it holds or was not judged)."""
+    if judged["passed"] is not False or judged["accuracy"] is None:
+        return []
+    kept = len(judged["kept_fp32"])
+    tail = f" with {kept} layers kept in FP32" if kept else ""
+    limit = (judged["fallback"] or {}).get("max_fallback", 0)
+    return [f"{name}: mIoU drop {judged['accuracy']['drop_points']:.3f} points > budget {budget}{tail} "
+            f"(--max-fallback {limit})"]
+
+
+def quantize_model(model: str | Path, *, precision: str, target: str | None = None, calib: str | None = None,
+                   calib_images: int | None = None, method: str | None = None, percentile: float | None = None,
+                   calib_cache: str | Path | None = None, budget: float | None = None, max_fallback: int | None = None,
+                   val: str | None = None, val_images: int | None = None, out: str | Path | None = None,
+                   seed: int = 0, progress: bool = True) -> QuantizeResult:
+    """Make the INT8 (``target`` tensorrt or cpu) or FP16 variant of ``model`` and judge it.
+
+    Args:
+        model: an FP32 ONNX file (``segexport export``'s, or a plain one with one image input).
+        precision: ``int8`` or ``fp16``.
+        target, calib, calib_images, method, percentile, calib_cache: INT8 only (see ``segexport quantize --help``).
+        budget: largest mIoU drop in points (default: the recipe's ``budget_int8``, ``budget_int8_cpu`` or ``budget_fp16``).
+        max_fallback: most layers the sensitivity pass may keep in FP32 (default a fifth; 0: off).
+        val, val_images: validation data spec (default ``synthetic``) and how many images (default all).
+        out: output folder (default: the model's folder).
+        seed: the calibration sample's and the synthetic data's seed.
+
+    Raises:
+        InputError, ConfigError, UnknownNameError: bad model, data or options.
+        CheckFailed: the variant breaks its budget (after its files and summary are written).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    started = time.perf_counter()
+    info = read_model_info(model)
+    int8_options = {"target": target, "calib": calib, "calib_images": calib_images, "method": method,
+                    "percentile": percentile, "calib_cache": calib_cache}
+    if precision == "fp16":
+        given = [f"--{k.replace('_', '-')}" for k, v in int8_options.items() if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to --int8 only; drop them for --fp16")
+    else:
+        from segexport.precision.int8_stage import resolve_int8_options
+
+        int8_options = resolve_int8_options(**int8_options)  # option errors before any data is read
+    out_dir = Path(out) if out is not None else info.path.parent
+    target_name = int8_options["target"].name if precision == "int8" else None
+    resolved = resolve_budget(info, precision, target_name, budget)
+    with tempfile.TemporaryDirectory(prefix="segexport-quantize-") as tmp:
+        ctx = make_context(info, out_dir, Path(tmp), val=val, val_images=val_images, seed=seed, budget=resolved,
+                           max_fallback=max_fallback, progress=progress)
+        if precision == "fp16":
+            from segexport.precision.fp16_stage import make_fp16
+
+            name, path, summary, files = make_fp16(ctx)
+        else:
+            from segexport.precision.int8_stage import make_int8
+
+            name, path, summary, files = make_int8(ctx, **int8_options, seed=seed)
+    summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    summary["notes"] = list(dict.fromkeys(ctx.notes))
+    summary_path = write_summary(out_dir, name, summary)
+    if summary["problems"]:
+        raise CheckFailed(f"{'; '.join(summary['problems'])} (details in {summary_path})")
+    return QuantizeResult(path, summary_path, summary, [*files, summary_path], summary["notes"])

@@ -1,0 +1,75 @@
+"""FP16 models: FP32 inputs and outputs, FP16 weights, sensitive ops kept FP32, true-half parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from segexport.checkpoint import load_checkpoint
+from segexport.data import SYNTHETIC_CLASSES
+from segexport.errors import ConfigError
+from segexport.precision.fp16 import convert_fp16, fp16_op_block_list, torch_half_parity
+from segexport.precision.stage import quantize_model
+
+FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+
+@pytest.fixture(scope="module")
+def deeplab_fp16(deeplab_onnx, tmp_path_factory):
+    return quantize_model(deeplab_onnx, precision="fp16", val_images=16, progress=False, out=tmp_path_factory.mktemp("fp16"))
+
+
+def test_fp16_graph_has_fp32_io_and_fp16_initializers(deeplab_fp16):
+    model = onnx.load(str(deeplab_fp16.model_path))
+    assert [i.type.tensor_type.elem_type for i in model.graph.input] == [FLOAT]
+    # the logits come out of a Resize kept in FP32: the converter would leave them FP16
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [FLOAT]
+    floats = [i for i in model.graph.initializer if i.data_type in (FLOAT, FLOAT16)]
+    assert floats and all(i.data_type == FLOAT16 for i in floats)
+    assert deeplab_fp16.summary["graph"]["outputs"] == {"logits": "float"}
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["precision"] == "fp16" and props["arch"] == "deeplabv3p"
+
+
+def test_sensitive_ops_stay_fp32_and_are_listed(deeplab_fp16):
+    conversion = deeplab_fp16.summary["conversion"]
+    assert conversion["kept_fp32_ops"] == {"ReduceMean": 1, "Resize": 3}  # image pooling and every resize
+    model = onnx.load(str(deeplab_fp16.model_path))
+    reduce_mean = next(n for n in model.graph.node if n.op_type == "ReduceMean")
+    cast = next(n for n in model.graph.node if reduce_mean.input[0] in n.output)
+    assert cast.op_type == "Cast" and cast.attribute[0].i == FLOAT
+    assert {"Softmax", "GlobalAveragePool", "Resize", "ReduceSum"} <= set(fp16_op_block_list())
+
+
+def test_fp16_accuracy_is_judged_on_onnxruntime_and_in_true_half(deeplab_fp16):
+    s = deeplab_fp16.summary
+    assert s["passed"] is True and s["problems"] == [] and s["budget_points"] == 0.1
+    assert s["accuracy"]["drop_points"] <= 0.1 and s["accuracy"]["agreement"] > 0.999
+    half = s["true_half"]
+    assert half["dtype"] == "float16" and half["missing_half_kernel"] is None
+    assert "float16 on the CPU" in half["label"] and half["images"] == 16
+
+
+def test_torch_half_parity_measures_true_half_arithmetic(tiny_checkpoint):
+    model, config = load_checkpoint(tiny_checkpoint)
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0)).numpy()
+    masks = np.zeros((4, 64, 64), dtype=np.uint8)
+    result = torch_half_parity(model, images, masks, SYNTHETIC_CLASSES)
+    assert result["dtype"] == "float16" and 0.99 <= result["agreement"] <= 1.0
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is not cast
+
+
+def test_plain_output_of_an_fp16_node_gets_a_cast_back(conv_relu, tmp_path):
+    source = conv_relu(tmp_path / "plain.onnx")
+    facts = convert_fp16(source, tmp_path / "plain.fp16.onnx")
+    model = onnx.load(str(tmp_path / "plain.fp16.onnx"))
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [FLOAT]
+    assert facts["kept_fp32_ops"] == {} and facts["clamped_weights"] == 0
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_int8_options_are_refused_for_fp16(deeplab_onnx):
+    with pytest.raises(ConfigError, match="--calib-images, --method apply to --int8 only"):
+        quantize_model(deeplab_onnx, precision="fp16", method="minmax", calib_images=8)
