@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The main job as far as it exists: train, evaluate, export (rewrites + ONNX + parity on
+# ONNX Runtime) and the TensorRT-compatibility check. Becomes `segexport build deeplabv3p --int8`.
 demo: $(STAMP)
 	$(BIN)/segexport train deeplabv3p
 	$(BIN)/segexport evaluate builds/deeplabv3p/reference
+	$(BIN)/segexport export builds/deeplabv3p/reference
+	$(BIN)/segexport check builds/deeplabv3p/export/model.onnx
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra

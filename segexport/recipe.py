@@ -31,6 +31,7 @@ class Recipe:
     size: str = "tiny"
     backbone: str | None = None
     output_stride: int | None = None
+    upsampling: str | None = None
     input_size: tuple[int, int] = (128, 128)
     data: str = "synthetic"
     train_images: int | None = None
@@ -56,6 +57,7 @@ class Recipe:
             "num_classes": num_classes,
             "backbone": self.backbone,
             "output_stride": self.output_stride,
+            "upsampling": self.upsampling,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,3 +34,12 @@ def test_recipe_file_errors(tmp_path):
     bad.write_text("arch = [")
     with pytest.raises(InputError, match="not valid TOML"):
         load_recipe("fcn8s", bad)
+
+
+def test_model_options_reach_the_builder():
+    from segexport.models import build_model
+
+    r = recipe_from_dict({"arch": "fcn8s", "upsampling": "fixed"}, "x.toml")
+    model = build_model(r.arch, **r.model_args(3))
+    assert not any(p.requires_grad for p in model.classifier.upscores.parameters())
+    assert not model.classifier.upscore_final.weight.requires_grad
