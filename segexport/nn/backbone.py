@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from segexport.errors import ConfigError
@@ -29,12 +28,10 @@ class FeatureInfo:
 
 
 class Backbone(nn.Module):
-    """Base class. Subclasses set ``self.feature_info`` in ``__init__`` and implement ``forward``."""
+    """Base class. Subclasses set ``self.feature_info`` in ``__init__`` and define
+    ``forward(x: Tensor) -> list[Tensor]`` returning one feature map per declared stage."""
 
     feature_info: FeatureInfo
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
 
 
 def dilated_stages(reductions: tuple[int, ...], output_stride: int) -> list[bool]:
