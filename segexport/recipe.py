@@ -23,6 +23,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+CLASS_BALANCE = ("median_frequency",)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Defaults for one architecture. Field names are the TOML keys."""
@@ -45,10 +48,22 @@ class Recipe:
     scale_min: float = 0.75
     scale_max: float = 1.5
     bf16: bool | None = None
+    # Loss weights per class: "median_frequency" (SegNet's median frequency balancing) or None.
+    class_balance: str | None = None
+    sync_bn: bool = False  # SyncBatchNorm across processes in a torchrun job (CUDA/nccl only)
     # Precision budgets: the largest mIoU drop (points, vs FP32) a variant may have.
     budget_int8: float = 1.0  # INT8 for TensorRT
     budget_int8_cpu: float = 0.5  # INT8 for ONNX Runtime on CPUs
     budget_fp16: float = 0.1
+    # Dense CRF (segexport.postprocess): crf = "host" adds +crf rows to verify; crf_* override
+    # the published DeepLab values (None: keep them).
+    crf: str | None = None
+    crf_appearance_weight: float | None = None
+    crf_appearance_xy: float | None = None
+    crf_appearance_rgb: float | None = None
+    crf_smoothness_weight: float | None = None
+    crf_smoothness_xy: float | None = None
+    crf_iterations: int | None = None
 
     def model_args(self, num_classes: int) -> dict[str, Any]:
         """Keyword arguments for :func:`segexport.models.build_model` (None values dropped there)."""
@@ -98,6 +113,9 @@ def recipe_from_dict(data: dict[str, Any], origin: str) -> Recipe:
         raise ConfigError(f"{origin}: unknown recipe key(s) {', '.join(unknown)}; known: {', '.join(known)}")
     if "arch" not in data:
         raise ConfigError(f"{origin}: recipe has no 'arch' key")
+    if data.get("class_balance") not in (None, *CLASS_BALANCE):
+        raise ConfigError(f"{origin}: class_balance must be one of {', '.join(CLASS_BALANCE)}, "
+                          f"not {data['class_balance']!r}")
     return Recipe(**{k: _coerce(k, v, known[k]) for k, v in data.items()})
 
 

@@ -1,10 +1,16 @@
 """Training: poly learning rate, cross-entropy with ignore index, flip and scale-crop
 augmentation, seeded, val mIoU each epoch, a rich progress bar.
+
+Under ``torchrun`` (see :mod:`segexport.distributed`) the same loop trains with
+DistributedDataParallel: every process draws the same permutation and the same augmentation
+for the whole global batch (``batch_size`` x processes) and trains on its own slice of it,
+so one process with ``batch_size`` reproduces exactly what it did before.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,14 +18,37 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from segexport.checkpoint import ModelConfig, save_checkpoint
-from segexport.data import IGNORE_INDEX, Preprocess, describe_spec, load_arrays, normalize_batch, open_dataset
-from segexport.progress import progress_bar
+from segexport.data import (
+    IGNORE_INDEX,
+    Preprocess,
+    describe_spec,
+    load_arrays,
+    normalize_batch,
+    open_dataset,
+)
+from segexport.distributed import (
+    DistContext,
+    all_reduce_confusion,
+    all_reduce_mean,
+    barrier,
+    current_context,
+    shard_source,
+)
+from segexport.errors import ConfigError
 from segexport.models import SegmentationModel, build_model, check_input_size
+from segexport.progress import progress_bar
 from segexport.recipe import Recipe
 from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
 from segexport.weights import file_sha256, load_backbone_weights
+
+EVAL_BATCH = 16
+"""Images per forward pass in evaluation; distributed evaluation shards align to it, so every
+process runs the same batches a single process would (bit-identical predictions)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -32,22 +61,49 @@ class TrainConfig:
     scale_max: float = 1.5
     seed: int = 0
     poly_power: float = 0.9
-    bf16: bool | None = None  # bfloat16 autocast for training steps; None: where the CPU has bf16 kernels
+    bf16: bool | None = None  # bfloat16 autocast for training steps; None: where the device has bf16 kernels
+    sync_bn: bool = False  # SyncBatchNorm across the processes of a distributed run (CUDA only)
+    class_balance: str | None = None  # "median_frequency": per-class loss weights from the training masks
 
     @classmethod
-    def from_recipe(cls, r: Recipe) -> "TrainConfig":
+    def from_recipe(cls, r: Recipe) -> TrainConfig:
         return cls(
             r.epochs, r.batch_size, r.lr, r.weight_decay, r.aux_weight, r.scale_min, r.scale_max, r.seed,
-            bf16=r.bf16,
+            bf16=r.bf16, sync_bn=r.sync_bn, class_balance=r.class_balance,
         )
 
-    def use_bf16(self) -> bool:
-        """Whether training steps run under bfloat16 autocast (evaluation always runs in FP32)."""
+    def use_bf16(self, device: torch.device | None = None) -> bool:
+        """Whether training steps on ``device`` (default CPU) run under bfloat16 autocast (evaluation runs in FP32)."""
         if self.bf16 is not None:
             return self.bf16
+        if device is not None and device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
         # oneDNN's bf16 kernels (AVX512-BF16/AMX) make CPU training 1.2-2x faster here; on CPUs
         # without them bf16 would be emulated and slower, so "auto" means FP32 there.
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def median_frequency_weights(masks: np.ndarray, num_classes: int) -> torch.Tensor:
+    """SegNet's median frequency balancing (Eigen and Fergus 2015): the weight of class c is
+    median(freq) / freq(c), where freq(c) is c's pixel count divided by the pixel count of the
+    images in which c appears. Classes absent from ``masks`` get weight 1 (they never occur).
+
+    Args:
+        masks: ``N x H x W`` class indices (255 = ignore).
+        num_classes: number of classes.
+    """
+    flat = masks.reshape(len(masks), -1)
+    counts = np.stack([np.bincount(m[m != IGNORE_INDEX], minlength=num_classes)[:num_classes] for m in flat])
+    labelled = counts.sum(1, keepdims=True)
+    present = counts > 0
+    pixels = counts.sum(0).astype(np.float64)
+    seen = (labelled * present).sum(0).astype(np.float64)
+    weights = np.ones(num_classes)
+    known = pixels > 0
+    if known.any():
+        freq = pixels[known] / seen[known]
+        weights[known] = np.median(freq) / freq
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 @dataclass
@@ -58,55 +114,176 @@ class TrainResult:
     bf16: bool = False
 
 
+@dataclass(frozen=True)
+class Jitter:
+    """One sample's augmentation: horizontal flip, then rescale by ``scale`` and crop at ``(top, left)``."""
+
+    flip: bool
+    scale: float
+    top: int
+    left: int
+
+
+def _scaled(side: int, scale: float) -> int:
+    return max(1, round(side * scale))
+
+
+def draw_jitter(count: int, size: tuple[int, int], cfg: TrainConfig, gen: torch.Generator) -> list[Jitter]:
+    """Draw the augmentation of ``count`` samples of ``size`` (H, W) from ``gen``, sample by sample.
+
+    Distributed processes each draw the whole global batch from identically seeded generators,
+    so sample ``i`` of a step gets the same jitter at any number of processes.
+    """
+    h, w = size
+    out = []
+    for _ in range(count):
+        flip = float(torch.rand((), generator=gen)) < 0.5
+        scale = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * float(torch.rand((), generator=gen))
+        # the rescaled image is padded up to at least h x w before the crop
+        top = int(torch.randint(0, max(_scaled(h, scale), h) - h + 1, (1,), generator=gen))
+        left = int(torch.randint(0, max(_scaled(w, scale), w) - w + 1, (1,), generator=gen))
+        out.append(Jitter(flip, scale, top, left))
+    return out
+
+
 def scale_crop(
-    image: torch.Tensor, mask: torch.Tensor, scale: float, gen: torch.Generator
+    image: torch.Tensor, mask: torch.Tensor, scale: float, top: int, left: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rescale one normalised image ``[C,H,W]`` and its mask ``[H,W]``, then crop (or pad
-    with the mean colour and ignore) back to ``H x W`` at a random position."""
+    with the mean colour and ignore) back to ``H x W`` at ``(top, left)``."""
     h, w = mask.shape
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw = _scaled(h, scale), _scaled(w, scale)
     img = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
     msk = F.interpolate(mask[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
     ph, pw = max(0, h - nh), max(0, w - nw)
     if ph or pw:
         img = F.pad(img, (0, pw, 0, ph), value=0.0)  # 0 = mean colour after normalisation
         msk = F.pad(msk, (0, pw, 0, ph), value=IGNORE_INDEX)
-    top = int(torch.randint(0, img.shape[1] - h + 1, (1,), generator=gen))
-    left = int(torch.randint(0, img.shape[2] - w + 1, (1,), generator=gen))
     return img[:, top : top + h, left : left + w], msk[top : top + h, left : left + w]
 
 
 def augment(
-    images: torch.Tensor, masks: torch.Tensor, cfg: TrainConfig, gen: torch.Generator
+    images: torch.Tensor, masks: torch.Tensor, jitter: Sequence[Jitter]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random horizontal flip and scale-crop of a normalised batch."""
+    """Flip and scale-crop a normalised batch as ``jitter`` (one per sample, see :func:`draw_jitter`) says."""
     out_i, out_m = [], []
-    for img, msk in zip(images, masks.long()):
-        if float(torch.rand((), generator=gen)) < 0.5:
+    for img, msk, j in zip(images, masks.long(), jitter):
+        if j.flip:
             img, msk = img.flip(-1), msk.flip(-1)
-        scale = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * float(torch.rand((), generator=gen))
-        img, msk = scale_crop(img, msk, scale, gen)
+        img, msk = scale_crop(img, msk, j.scale, j.top, j.left)
         out_i.append(img)
         out_m.append(msk)
     return torch.stack(out_i), torch.stack(out_m)
 
 
 @torch.inference_mode()
-def predict_labels(model: SegmentationModel, images: np.ndarray, preprocess: Preprocess, batch_size: int = 16) -> np.ndarray:
-    """Argmax labels ``[N,H,W]`` (uint8) for uint8 images ``[N,H,W,3]`` at the preprocessing size."""
+def predict_labels(
+    model: SegmentationModel, images: np.ndarray, preprocess: Preprocess, batch_size: int = EVAL_BATCH
+) -> np.ndarray:
+    """Argmax labels ``[N,H,W]`` (uint8) for uint8 images ``[N,H,W,3]`` at the preprocessing size,
+    computed on the device the model is on."""
     model.eval()
+    device = next(model.parameters()).device
     out = np.empty(images.shape[:3], dtype=np.uint8)
     for s in range(0, len(images), batch_size):
-        x = normalize_batch(torch.from_numpy(images[s : s + batch_size]), preprocess)
-        out[s : s + batch_size] = model(x).argmax(1).to(torch.uint8).numpy()
+        x = normalize_batch(torch.from_numpy(images[s : s + batch_size]).to(device), preprocess)
+        out[s : s + batch_size] = model(x).argmax(1).to(torch.uint8).cpu().numpy()
     return out
 
 
 def evaluate_model(
     model: SegmentationModel, images: np.ndarray, masks: np.ndarray, preprocess: Preprocess, num_classes: int
 ) -> np.ndarray:
-    """Confusion matrix of the model's predictions on preprocessed-size images and masks."""
+    """Confusion matrix of the model's predictions on preprocessed-size images and masks (this process's only)."""
     return confusion_matrix(masks, predict_labels(model, images, preprocess), num_classes)
+
+
+class _TrainForward(nn.Module):
+    """``model.forward_train`` as a module's ``forward``: DistributedDataParallel syncs gradients
+    only for what runs through its own ``forward``."""
+
+    def __init__(self, model: SegmentationModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.model.forward_train(x)
+
+
+def check_sync_bn(cfg: TrainConfig, ctx: DistContext | None) -> None:
+    """Raises:
+    ConfigError: SyncBatchNorm asked for in a distributed run on CPUs (it has GPU kernels only).
+    """
+    if cfg.sync_bn and ctx is not None and ctx.device.type != "cuda":
+        raise ConfigError(
+            "recipe key sync_bn = true needs CUDA GPUs (SyncBatchNorm has no CPU kernels); "
+            "set sync_bn = false for a CPU (gloo) run"
+        )
+
+
+def _training_forward(
+    model: SegmentationModel, cfg: TrainConfig, ctx: DistContext | None
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+    """``model.forward_train``, through DistributedDataParallel (and SyncBatchNorm if asked) when distributed."""
+    if ctx is None:
+        return model.forward_train  # a single process: BatchNorm already sees the whole batch
+    check_sync_bn(cfg, ctx)
+    if cfg.sync_bn:
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BatchNorm children in place
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return DistributedDataParallel(_TrainForward(model), device_ids=device_ids)
+
+
+def steps_per_epoch(count: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps per epoch: whole global batches (``batch_size`` x processes).
+
+    The ragged last batch is dropped (BatchNorm); a single process with fewer images than
+    one batch takes one short step.
+
+    Raises:
+        ConfigError: a distributed run with fewer images than one global batch.
+    """
+    global_batch = batch_size * world_size
+    if count >= global_batch or world_size == 1:
+        return max(1, count // global_batch)
+    raise ConfigError(
+        f"{count} training images cannot fill one global batch of {batch_size} x {world_size} processes; "
+        "lower --batch-size or use fewer processes"
+    )
+
+
+@dataclass
+class _Stepper:
+    """One optimizer step on this process's slice of a global batch."""
+
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    cfg: TrainConfig
+    preprocess: Preprocess
+    device: torch.device
+    bf16: bool
+    rank: int = 0
+    weight: torch.Tensor | None = None  # per-class loss weights (class_balance)
+
+    def step(self, images: torch.Tensor, masks: torch.Tensor, batch: torch.Tensor, gen: torch.Generator) -> float:
+        """Train on ``batch`` (indices of the global batch, in order); the loss of this process's slice."""
+        cfg = self.cfg
+        jitter = draw_jitter(len(batch), tuple(masks.shape[1:]), cfg, gen)
+        mine = slice(self.rank * cfg.batch_size, (self.rank + 1) * cfg.batch_size)
+        idx = batch[mine]
+        x = normalize_batch(images[idx].to(self.device), self.preprocess)
+        x, y = augment(x, masks[idx].to(self.device), jitter[mine])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out, aux = self.forward(x)
+        loss = F.cross_entropy(out.float(), y, weight=self.weight, ignore_index=IGNORE_INDEX)
+        if aux is not None:
+            loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), y, weight=self.weight, ignore_index=IGNORE_INDEX)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()  # DistributedDataParallel averages the gradients over the processes here
+        self.opt.step()
+        self.sched.step()
+        return loss.item()
 
 
 def train_model(
@@ -121,44 +298,52 @@ def train_model(
 ) -> TrainResult:
     """Train ``model`` in place on uint8 arrays; evaluate on ``val`` after every epoch.
 
+    In a distributed run (an initialised process group, see :mod:`segexport.distributed`)
+    every process passes the whole ``train`` arrays and its own shard of ``val``; the model
+    trains on the process's device (``cuda:LOCAL_RANK`` with nccl) under
+    DistributedDataParallel, val confusion matrices are summed over the processes, and only
+    rank 0 shows progress. The model is on the CPU when this returns.
+
     Returns:
         The final epoch's val metrics, the per-epoch history and the wall time.
+
+    Raises:
+        ConfigError: sync_bn on CPUs, or too few images for one global batch (distributed runs).
     """
+    ctx = current_context()
+    rank, world = (ctx.rank, ctx.world_size) if ctx else (0, 1)
+    device = ctx.device if ctx else torch.device("cpu")
     gen = torch.Generator().manual_seed(cfg.seed)
     images, masks = torch.from_numpy(train[0]), torch.from_numpy(train[1])
-    steps_per_epoch = max(1, len(images) // cfg.batch_size)  # drop the ragged last batch (BatchNorm)
-    total = steps_per_epoch * cfg.epochs
+    per_epoch = steps_per_epoch(len(images), cfg.batch_size, world)
+    total = per_epoch * cfg.epochs
+    forward = _training_forward(model.to(device), cfg, ctx)
+    if ctx is not None:
+        torch.manual_seed(cfg.seed + rank)  # dropout: a stream of its own per process, as per sample in one process
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: (1 - it / total) ** cfg.poly_power)
+    bf16 = cfg.use_bf16(device)
+    weight = median_frequency_weights(train[1], len(classes)).to(device) if cfg.class_balance else None
+    stepper = _Stepper(forward, opt, sched, cfg, preprocess, device, bf16, rank, weight)
     history: list[dict[str, float]] = []
-    bf16 = cfg.use_bf16()
     start = time.perf_counter()
-    with progress_bar(progress) as bar:
+    with progress_bar(progress and rank == 0) as bar:
         task = bar.add_task("train", total=total, info="")
         for epoch in range(cfg.epochs):
             model.train()
-            order = torch.randperm(len(images), generator=gen)
+            order = torch.randperm(len(images), generator=gen)  # the same on every process
             running = 0.0
-            for step in range(steps_per_epoch):
-                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                x = normalize_batch(images[idx], preprocess)
-                x, y = augment(x, masks[idx], cfg, gen)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    out, aux = model.forward_train(x)
-                loss = F.cross_entropy(out.float(), y, ignore_index=IGNORE_INDEX)
-                if aux is not None:
-                    loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), y, ignore_index=IGNORE_INDEX)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                running += loss.item()
-                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
-            m = metrics_from_confusion(evaluate_model(model, val[0], val[1], preprocess, len(classes)))
-            history.append({"epoch": epoch + 1, "loss": running / steps_per_epoch, "val_miou": m.miou})
+            for step in range(per_epoch):
+                batch = order[step * cfg.batch_size * world : (step + 1) * cfg.batch_size * world]
+                loss = stepper.step(images, masks, batch, gen)
+                running += loss
+                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
+            m = metrics_from_confusion(all_reduce_confusion(evaluate_model(model, *val, preprocess, len(classes))))
+            history.append({"epoch": epoch + 1, "loss": all_reduce_mean(running / per_epoch), "val_miou": m.miou})
             bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val mIoU {m.miou:.3f}")
     seconds = time.perf_counter() - start
+    model.to("cpu")
     return TrainResult(metrics=m.to_dict(classes), history=history, seconds=seconds, bf16=bf16)
 
 
@@ -170,6 +355,16 @@ def _load_backbone_checkpoint(model: SegmentationModel, path: str | Path | None)
     return {"backbone_checkpoint": {"file": Path(path).name, "sha256": file_sha256(path)}}
 
 
+def _distributed_record(cfg: TrainConfig, ctx: DistContext | None) -> dict[str, Any]:
+    """What ``model.json`` records about a distributed run (nothing for a single process)."""
+    if ctx is None:
+        return {}
+    return {"distributed": {
+        "world_size": ctx.world_size, "backend": ctx.backend, "device": ctx.device.type,
+        "global_batch": cfg.batch_size * ctx.world_size, "sync_bn": cfg.sync_bn,
+    }}
+
+
 def train_checkpoint(
     recipe: Recipe, out_dir: str | Path, *, progress: bool = True, backbone_checkpoint: str | Path | None = None
 ) -> tuple[Path, dict[str, Any]]:
@@ -179,12 +374,19 @@ def train_checkpoint(
     :func:`segexport.weights.load_backbone_weights`) initialises the backbone before training;
     its name and SHA-256 are recorded in ``model.json``.
 
+    In a distributed run every process trains (see :func:`train_model`) and evaluates its shard
+    of the val split; rank 0 alone shows progress and writes the folder, the others wait for it.
+
     Returns:
         The checkpoint folder and its metrics (``miou``, ``pixel_acc``, ``per_class_iou``).
 
     Raises:
         SegexportError subclasses for bad data, options or output folders.
     """
+    ctx = current_context()
+    cfg = TrainConfig.from_recipe(recipe)
+    check_sync_bn(cfg, ctx)  # before any data is read
+    main = ctx is None or ctx.is_main
     size = tuple(recipe.input_size)
     train_src = open_dataset(recipe.data, "train", size=size, seed=recipe.seed, length=recipe.train_images)
     val_src = open_dataset(recipe.data, "val", size=size, seed=recipe.seed, length=recipe.val_images)
@@ -193,11 +395,9 @@ def train_checkpoint(
     model = build_model(recipe.arch, **recipe.model_args(len(train_src.classes)))
     check_input_size(model, *size)
     pretrained = _load_backbone_checkpoint(model, backbone_checkpoint)
-    train = load_arrays(train_src, preprocess, progress=progress)
-    val = load_arrays(val_src, preprocess, progress=progress)
-    result = train_model(
-        model, train, val, preprocess, TrainConfig.from_recipe(recipe), tuple(train_src.classes), progress=progress
-    )
+    train = load_arrays(train_src, preprocess, progress=progress and main)
+    val = load_arrays(shard_source(val_src, block=EVAL_BATCH), preprocess, progress=progress and main)
+    result = train_model(model, train, val, preprocess, cfg, tuple(train_src.classes), progress=progress)
     config = ModelConfig(
         arch=recipe.arch,
         build_args={k: v for k, v in recipe.model_args(len(train_src.classes)).items() if v is not None},
@@ -207,14 +407,16 @@ def train_checkpoint(
             "recipe": recipe.to_dict(),
             "data": describe_spec(recipe.data),
             "train_images": len(train[0]),
-            "val_images": len(val[0]),
+            "val_images": len(val_src),
             "seconds": round(result.seconds, 1),
             "history": result.history,
             "torch_version": torch.__version__,
             "num_threads": torch.get_num_threads(),
             "step_precision": "bf16-autocast" if result.bf16 else "fp32",
             **pretrained,
+            **_distributed_record(cfg, ctx),
         },
     )
-    path = save_checkpoint(out_dir, model.eval(), config, result.metrics)
+    path = save_checkpoint(out_dir, model.eval(), config, result.metrics) if main else Path(out_dir)
+    barrier()  # the others return once the folder exists
     return path, result.metrics

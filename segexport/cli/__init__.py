@@ -9,6 +9,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from segexport.errors import SegexportError
 
@@ -29,6 +30,17 @@ def _register_commands() -> None:
 
     for module in (list_cmd, train_cmd, evaluate_cmd, export_cmd, quantize_cmd, check_cmd):
         module.register(app)
+    from segexport.cli import engine_cmd, predict_cmd, triton_cmd
+
+    for module in (engine_cmd, triton_cmd, predict_cmd):
+        module.register(app)
+    from segexport.cli import build_cmd
+
+    build_cmd.register(app)
+    from segexport.cli import bench_cmd, verify_cmd
+
+    verify_cmd.register(app)
+    bench_cmd.register(app)
 
 
 def main() -> None:
@@ -37,7 +49,7 @@ def main() -> None:
     try:
         app()
     except SegexportError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted; no partial artifact was left behind")

@@ -25,10 +25,18 @@ def evaluate_command(
         segexport evaluate builds/deeplabv3p/reference
 
         segexport evaluate builds/fcn8s/reference --data voc:/data/VOCdevkit --json
+
+        torchrun --standalone --nproc-per-node 4 -m segexport evaluate builds/fcn8s/reference
+
+    Under torchrun every process evaluates its shard of the images; rank 0 prints the totals.
     """
+    from segexport.distributed import distributed_session
     from segexport.verify.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, data=data, images=images, progress=progress and not as_json)
+    with distributed_session() as ctx:
+        result = evaluate_checkpoint(checkpoint, data=data, images=images, progress=progress and not as_json)
+    if ctx is not None and not ctx.is_main:
+        return  # rank 0 reports
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

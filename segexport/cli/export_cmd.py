@@ -62,6 +62,10 @@ def _print_summary(result: Any) -> None:
     table.add_row("sizes checked", ", ".join(f"{h}x{w}" for h, w in s["sizes_checked"]))
     if batch is not None:
         table.add_row("batch 1 vs 4", "identical" if batch["identical"] else f"differ ({batch['max_diff']})")
+    if s.get("crf_vs_host"):
+        c = s["crf_vs_host"]
+        table.add_row("crf", f"conv {c['window']}x{c['window']} (dilation {c['dilation']}), "
+                      f"agreement with the host CRF {c['agreement_vs_host']:.4f}")
     table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
     Console().print(table)
 
@@ -82,6 +86,7 @@ def export_command(
     output: str = typer.Option("logits", callback=_check_output, help="Outputs: logits, labels (int32 argmax) or both."),
     images: int = typer.Option(32, min=1, help="Synthetic val images to verify on."),
     seed: int = typer.Option(0, help="Data seed (and weight seed without --checkpoint)."),
+    crf: str = typer.Option("none", help="In-graph CRF: none, or conv (local-window mean field, DeepLab v1/v2)."),
     as_json: bool = typer.Option(False, "--json", help="Print the export summary as JSON."),
 ) -> None:
     """Export ARCH or CHECKPOINT_DIR to model.onnx (+ rewrites.json), verified on ONNX Runtime.
@@ -95,13 +100,15 @@ def export_command(
         segexport export deeplabv3p --size tiny --dynamic-hw --output both --json
 
         segexport export deeplabv3_resnet50 --checkpoint deeplabv3_resnet50_coco.pth --input-size 512x512
+
+        segexport export builds/deeplabv1/reference --crf conv
     """
     from segexport.export.stage import export_model
 
     result = export_model(
         source, out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
         opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, keep_deconv=keep_deconv,
-        simplify=simplify, output=output, images=images, seed=seed,
+        simplify=simplify, output=output, images=images, seed=seed, crf=crf,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for note in result.notes:

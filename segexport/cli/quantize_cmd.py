@@ -72,7 +72,7 @@ def quantize_command(
         None, help="Calibration images: a folder, or synthetic (default), voc:PATH, cityscapes:PATH, folder:PATH."
     ),
     calib_images: Optional[int] = typer.Option(None, "--calib-images", help="Calibration images to sample (default 256)."),
-    method: Optional[str] = typer.Option(None, help="Calibration: entropy (default), minmax or percentile."),
+    method: Optional[str] = typer.Option(None, help="Calibration: minmax (default), entropy or percentile."),
     percentile: Optional[float] = typer.Option(None, help="Percentile kept by --method percentile (default 99.99)."),
     calib_cache: Optional[Path] = typer.Option(
         None, "--calib-cache", help="Ranges file: reused when it exists (no calibration), written when not."

@@ -17,7 +17,9 @@ def train_command(
     backbone: Optional[str] = typer.Option(None, help="Backbone name (default: recipe)."),
     data: Optional[str] = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Training epochs (default: recipe)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=2, help="Batch size (default: recipe)."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", min=2, help="Batch size, per process under torchrun (default: recipe)."
+    ),
     lr: Optional[float] = typer.Option(None, min=0.0, help="Peak learning rate (default: recipe)."),
     seed: Optional[int] = typer.Option(None, help="Random seed for data, init and augmentation."),
     recipe: Optional[Path] = typer.Option(None, help="Recipe TOML to use instead of the packaged one."),
@@ -39,7 +41,13 @@ def train_command(
         segexport train unet --data folder:/data/cells --seed 1
 
         segexport train fcn8s --size paper --backbone-checkpoint vgg16-397923af.pth
+
+        torchrun --standalone --nproc-per-node 4 -m segexport train deeplabv3p --size paper
+
+    Under torchrun (one process per GPU, or per CPU share with gloo) training uses
+    DistributedDataParallel; --batch-size is per process, rank 0 writes the checkpoint.
     """
+    from segexport.distributed import distributed_session
     from segexport.models import get_entry
     from segexport.train import train_checkpoint
 
@@ -48,9 +56,12 @@ def train_command(
         load_recipe(arch, recipe),
         size=size, backbone=backbone, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
     )
-    path, metrics = train_checkpoint(
-        r, out or Path("builds") / arch / "reference", progress=progress, backbone_checkpoint=backbone_checkpoint
-    )
+    with distributed_session() as ctx:
+        path, metrics = train_checkpoint(
+            r, out or Path("builds") / arch / "reference", progress=progress, backbone_checkpoint=backbone_checkpoint
+        )
+    if ctx is not None and not ctx.is_main:
+        return  # rank 0 reports
     if as_json:
         typer.echo(json.dumps({"checkpoint": str(path), **metrics}, indent=2))
     else:

@@ -24,6 +24,8 @@ from segexport.export.source import ExportSource, resolve_source
 from segexport.export.verify_onnx import AGREEMENT_BUDGET, verify_onnx
 from segexport.fsutil import write_json
 from segexport.models import check_input_size
+from segexport.postprocess import attach_conv_crf, check_crf_mode, crf_params
+from segexport.recipe import load_recipe
 
 ONNX_NAME = "model.onnx"
 REWRITES_NAME = "rewrites.json"
@@ -106,14 +108,17 @@ def _rewrite(src: ExportSource, data: _Data, keep_deconv: bool, notes: list[str]
 
 def _export(
     src: ExportSource, model: nn.Module, path: Path, preprocess: Preprocess, *, opset: int,
-    dynamic_batch: bool, dynamic_hw: bool, output: str, simplify: bool,
+    dynamic_batch: bool, dynamic_hw: bool, output: str, simplify: bool, crf: dict[str, Any] | None = None,
 ) -> OnnxExport:
-    """``export_onnx`` with the metadata of ``src`` at ``preprocess.size``."""
-    metadata = export_metadata(
+    """``export_onnx`` with the metadata of ``src`` at ``preprocess.size`` (and of an in-graph CRF)."""
+    metadata: dict[str, Any] = export_metadata(
         arch=src.arch, classes=src.classes, preprocess=preprocess, input_size=preprocess.size, opset=opset,
         outputs=OUTPUT_NAMES[output], source=src.source, source_sha256=src.sha256,
         dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, input_divisor=src.model.input_divisor,
     )
+    if crf is not None:
+        metadata.update({"crf": crf["mode"], "crf_params": crf["params"], "crf_window": crf["window"],
+                         "crf_dilation": crf["dilation"]})
     return export_onnx(
         model, path, input_size=preprocess.size, opset=opset, dynamic_batch=dynamic_batch,
         dynamic_hw=dynamic_hw, output=output, simplify=simplify, metadata=metadata,
@@ -161,6 +166,7 @@ def export_model(
     output: str = "logits",
     images: int = DEFAULT_IMAGES,
     seed: int = 0,
+    crf: str = "none",
 ) -> ExportResult:
     """Export ``source`` (``ARCH`` or a checkpoint folder) to a verified ONNX file.
 
@@ -174,6 +180,9 @@ def export_model(
         keep_deconv: leave transposed convs as they are (no ``deconv_to_resize``).
         images: verification images (synthetic val split); also the calibration count.
         seed: data seed, and the random initialisation's seed without a checkpoint.
+        crf: "conv" appends a ConvCRF (:mod:`segexport.postprocess.conv_crf`, parameters from
+            the arch's recipe) to the graph, which then outputs refined logits; its agreement
+            with the host CRF goes to the summary (``crf_vs_host``).
 
     Returns:
         The ONNX and ``rewrites.json`` paths, the summary (also in ``rewrites.json``) and notes.
@@ -185,6 +194,7 @@ def export_model(
     """
     started = time.perf_counter()
     check_export_options(opset, output)
+    check_crf_mode(crf)
     if images < 1:
         raise ConfigError(f"images must be at least 1, got {images}")
     src = resolve_source(source, size=size, checkpoint=checkpoint, seed=seed)
@@ -196,19 +206,26 @@ def export_model(
     t = time.perf_counter()
     rewritten, records = _rewrite(src, data, keep_deconv, notes)
     seconds = {"rewrite": time.perf_counter() - t}
+    reference, crf_report = src.model, None
+    if crf == "conv":
+        t = time.perf_counter()
+        rewritten, reference, crf_report = attach_conv_crf(
+            rewritten, src.model, data.images, preprocess, crf_params(load_recipe(src.arch)))
+        seconds["crf"] = time.perf_counter() - t
     sizes = check_sizes(shape, src.model.input_divisor) if dynamic_hw else []
     _probe_sizes(rewritten, data.images, sizes)
     out_dir = Path(out) if out is not None else src.default_out
     graph = {"opset": opset, "dynamic_batch": dynamic_batch, "dynamic_hw": dynamic_hw, "output": output}
-    exported = _export(src, rewritten, out_dir / ONNX_NAME, preprocess, simplify=simplify, **graph)
+    exported = _export(src, rewritten, out_dir / ONNX_NAME, preprocess, simplify=simplify, crf=crf_report, **graph)
     seconds["export"] = exported.seconds
     t = time.perf_counter()
-    report = verify_onnx(exported.path, rewritten, data.images, reference=src.model, sizes=sizes)
+    report = verify_onnx(exported.path, rewritten, data.images, reference=reference, sizes=sizes)
     seconds["verify"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
     options = {"input_size": list(shape), "dynamic_batch": dynamic_batch, "dynamic_hw": dynamic_hw,
-               "output": output, "simplified": simplify, "keep_deconv": keep_deconv, "images": images}
+               "output": output, "simplified": simplify, "keep_deconv": keep_deconv, "images": images, "crf": crf}
     summary = _summary(src, exported, report, options, seconds)
+    summary["crf_vs_host"] = crf_report
     rewrites_path = out_dir / REWRITES_NAME
     write_json(rewrites_path, {"rewrites": [r.to_dict() for r in records], "export": summary})
     if not report["passed"]:

@@ -33,8 +33,9 @@ def _ort_errors(*, loading: bool = False) -> tuple[type[Exception], ...]:
     return (*run, state.InvalidProtobuf, state.NoSuchFile) if loading else run
 
 
-def open_session(onnx_path: str | Path) -> Any:
-    """An ONNX Runtime CPU session with as many threads as torch uses.
+def open_session(onnx_path: str | Path, *, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int | None = None) -> Any:
+    """An ONNX Runtime session (CPU provider by default) with ``threads`` (default: as many as torch uses).
 
     Raises:
         CheckFailed: ONNX Runtime cannot load the file.
@@ -42,10 +43,10 @@ def open_session(onnx_path: str | Path) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3  # errors only: ORT warns about unused initializers etc.
     try:
-        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(onnx_path), options, providers=list(providers))
     except _ort_errors(loading=True) as exc:
         raise CheckFailed(f"{onnx_path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from exc
 

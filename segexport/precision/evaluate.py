@@ -60,8 +60,12 @@ class Prediction:
     logits: np.ndarray | None
 
 
-def load_val(spec: str, preprocess: Preprocess, *, count: int | None, seed: int, num_classes: int | None) -> ValData:
+def load_val(spec: str, preprocess: Preprocess, *, count: int | None, seed: int, num_classes: int | None,
+             option: str = "--val") -> ValData:
     """The ``val`` split of ``spec`` (first ``count`` samples) at the model's input size.
+
+    Args:
+        option: the command-line option that gave ``spec``, named in errors (``--data`` for verify).
 
     Raises:
         InputError: the data set's classes differ in number from the model's outputs, or a sample is unreadable.
@@ -69,8 +73,8 @@ def load_val(spec: str, preprocess: Preprocess, *, count: int | None, seed: int,
     """
     source = open_dataset(spec, "val", size=preprocess.size, seed=seed, length=count)
     if num_classes is not None and len(source.classes) != num_classes:
-        raise InputError(f"--val {spec} has {len(source.classes)} classes but the model predicts {num_classes}; "
-                         "pass --val data with the model's classes")
+        raise InputError(f"{option} {spec} has {len(source.classes)} classes but the model predicts {num_classes}; "
+                         f"pass {option} data with the model's classes")
     images, masks = load_arrays(source, preprocess)
     return ValData(images, masks, preprocess, tuple(source.classes), spec)
 

@@ -13,6 +13,12 @@ Two targets:
   every operator the library quantizes; ONNX Runtime's optimiser fuses the Q/DQ into
   QLinearConv, QLinearAdd, QLinearConcat, ... Weights use the full 8 bits (``reduce_range``
   off): CPUs with VNNI do not saturate; older AVX2-only CPUs may lose accuracy to saturation.
+
+Both targets keep the logits tail in FP32: the operators after the last weighted layer (the
+resize of the class scores and, for a fitted transposed conv, its border gains and slices).
+They cost next to nothing, and quantizing logits to 8 bits flips argmax wherever two classes
+are close: on the tiny FCN-32s the cpu target lost 8.2 mIoU points with its tail in INT8 and
+0.x with it in FP32 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -79,23 +85,40 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Targ
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     activation = QuantType.QInt8 if target.signed_activations else QuantType.QUInt8
+    tail = logits_tail(onnx.load(str(model_path), load_external_data=False))
     with tempfile.TemporaryDirectory(prefix="segexport-int8-") as tmp, quiet_quantization(notes):
         raw = Path(tmp) / "quantized.onnx"
         quantize_static(
             str(model_path), str(raw), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(target.op_types) if target.op_types else None, per_channel=True,
             reduce_range=False, activation_type=activation, weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(nodes_to_exclude), calibrate_method=settings.ort_method,
+            nodes_to_exclude=sorted({*nodes_to_exclude, *tail}), calibrate_method=settings.ort_method,
             extra_options=dict(target.extra_options), calibration_cache_path=str(ranges_path),
         )
         model = onnx.load(str(raw))
     props = {p.key: p.value for p in model.metadata_props if p.key not in _TOOL_PROPS}
     props.update({"precision": "int8", "int8_target": target.name, "calibration_method": settings.method,
-                  "kept_fp32": json.dumps(sorted(nodes_to_exclude))})
+                  "kept_fp32": json.dumps(sorted(nodes_to_exclude)), "fp32_logits_tail": json.dumps(tail)})
     del model.metadata_props[:]
     set_metadata(model, props)
     with atomic_path(out_path) as tmp_path:
         onnx.save_model(model, str(tmp_path))
+
+
+def logits_tail(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes from which no weighted layer (Conv, ConvTranspose, MatMul, Gemm) is
+    reachable: the operators after the classifier, in graph order."""
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(model.graph.node):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    feeds_weights = [False] * len(model.graph.node)
+    # Nodes are stored in topological order, so a reverse pass sees every consumer first.
+    for index in reversed(range(len(model.graph.node))):
+        node = model.graph.node[index]
+        feeds_weights[index] = node.op_type in _WEIGHTED or any(
+            feeds_weights[c] for out in node.output for c in consumers.get(out, ()))
+    return [n.name for n, feeds in zip(model.graph.node, feeds_weights) if not feeds and n.name]
 
 
 def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:

@@ -1,0 +1,143 @@
+"""``segexport predict``: class masks for image files, with any artifact (checkpoint, .onnx, .plan).
+
+Images of any size: each is read as RGB, brought to the model's input size by the artifact's
+own preprocessing (``Preprocess.image``: bilinear resize, or pad for ``pad`` models; the same
+numbers the verify step feeds), run, and its logits are resized bilinearly back to the image's
+size before the argmax (cropped instead for ``pad`` models). So a mask has the image's size, and
+for an image already at the input size it is exactly the verify step's labels.
+
+Written per image: ``STEM.png``, a palette PNG whose pixel values are the class indices (the
+PASCAL VOC colours), and with ``overlay`` ``STEM.overlay.png``, the image blended with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segexport.data.imagefiles import IMAGE_EXTENSIONS, preview, read_rgb
+from segexport.deploy.artifact import ArtifactSpec, read_artifact_spec
+from segexport.deploy.triton_python_model import labels_at_size
+from segexport.errors import InputError
+from segexport.fsutil import atomic_path
+from segexport.progress import progress_bar
+
+BATCH = 8  # images preprocessed and run together (all are at the input size by then)
+OVERLAY_ALPHA = 0.5  # weight of the mask colours in an overlay
+
+
+@dataclass(frozen=True)
+class PredictedImage:
+    """One image's result: where its mask (and overlay) went, its size and the classes found."""
+
+    image: Path
+    mask: Path
+    overlay: Path | None
+    size: tuple[int, int]
+    classes: tuple[str, ...]
+
+
+def expand_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders as their image files (sorted, not recursive).
+
+    Raises:
+        InputError: a missing path, a folder without images, or two images with the same stem.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+            if not found:
+                raise InputError(f"{p}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such image file or folder")
+    stems = [f.stem for f in files]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise InputError(f"several images are named {preview(clashes)}: their masks would overwrite each other; "
+                         "predict them into separate --out folders")
+    return files
+
+
+def palette_image(labels: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """``[H, W]`` uint8 labels as a palette ("P") image: pixel values stay the class indices."""
+    height, width = labels.shape
+    image = Image.frombytes("P", (width, height), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+    image.putpalette(palette.reshape(-1).tolist())
+    return image
+
+
+def _write_png(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def _batches(files: list[Path], spec: ArtifactSpec) -> Iterator[tuple[list[Path], list[np.ndarray], np.ndarray]]:
+    for start in range(0, len(files), BATCH):
+        chunk = files[start : start + BATCH]
+        images = [read_rgb(f) for f in chunk]
+        try:
+            inputs = np.stack([spec.preprocess.image(img) for img in images])
+        except InputError as exc:  # e.g. larger than a pad model's input
+            raise InputError(f"{', '.join(f.name for f in chunk)}: {exc}") from exc
+        yield chunk, images, inputs
+
+
+def _save(file: Path, image: np.ndarray, labels: np.ndarray, spec: ArtifactSpec, palette: np.ndarray,
+          out: Path, overlay: bool) -> PredictedImage:
+    mask_path = out / f"{file.stem}.png"
+    _write_png(palette_image(labels, palette), mask_path)
+    overlay_path = None
+    if overlay:
+        blended = image.astype(np.float32) * (1 - OVERLAY_ALPHA) + palette[labels].astype(np.float32) * OVERLAY_ALPHA
+        overlay_path = out / f"{file.stem}.overlay.png"
+        _write_png(Image.fromarray(np.round(blended).astype(np.uint8)), overlay_path)
+    found = tuple(spec.classes[i] for i in np.unique(labels) if i < len(spec.classes))
+    return PredictedImage(file, mask_path, overlay_path, (int(labels.shape[0]), int(labels.shape[1])), found)
+
+
+def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: str | Path = "predictions",
+                   overlay: bool = False, progress: bool = True) -> list[PredictedImage]:
+    """Write a colour mask (and an overlay) for every image, with ``artifact`` on its backend.
+
+    Args:
+        artifact: a checkpoint folder, ``.onnx`` file or ``.plan``/``.engine`` TensorRT engine.
+        images: image files and folders of images.
+        out: output folder (created).
+        overlay: also write ``STEM.overlay.png``.
+        progress: show a progress bar (on a terminal).
+
+    Returns:
+        One :class:`PredictedImage` per image, in input order.
+
+    Raises:
+        InputError: a missing or unreadable image or artifact, or clashing image names.
+        MissingDependencyError: the artifact's backend is not installed (e.g. tensorrt for a .plan).
+        CheckFailed: the backend cannot run the artifact.
+    """
+    from segexport.runners import open_runner
+    from segexport.verify.plots import class_palette
+
+    files = expand_images(images)
+    spec = read_artifact_spec(artifact)
+    if len(spec.classes) > 255:
+        raise InputError(f"{artifact}: {len(spec.classes)} classes do not fit an 8-bit mask (255 at most)")
+    palette = class_palette(256)
+    out_dir = Path(out)
+    results: list[PredictedImage] = []
+    with open_runner(artifact) as runner, progress_bar(progress and len(files) > 1) as bar:
+        task = bar.add_task("predict", total=len(files), info=runner.device)
+        for chunk, rgbs, inputs in _batches(files, spec):
+            logits = runner.run(inputs)
+            for file, rgb, scores in zip(chunk, rgbs, logits, strict=True):
+                labels = labels_at_size(scores, rgb.shape[:2], spec.preprocess.resize)
+                results.append(_save(file, rgb, labels, spec, palette, out_dir, overlay))
+                bar.advance(task)
+    return results

@@ -1,0 +1,141 @@
+"""Build a strongly typed TensorRT engine from an FP16 or INT8 (Q/DQ) ONNX model.
+
+Written against TensorRT 10 and 11. Strong typing means the ONNX graph decides every tensor's
+type (FP16 weights and casts, INT8 Q/DQ scales): TensorRT 10 needs the ``STRONGLY_TYPED``
+network flag for that; TensorRT 11 builds nothing else (the flag is still accepted and ignored,
+and the ``FP16``/``INT8`` builder flags and implicit calibration are gone). So no precision
+builder flag is ever set here, and both majors build the same engine from the same file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import segexport
+from segexport.engine.availability import current_gpu, engine_unavailable_reason
+from segexport.engine.io import read_onnx_io
+from segexport.engine.profile import ShapeProfile, Size, resolve_profile, trtexec_line
+from segexport.engine.record import RECORD_FORMAT, record_path
+from segexport.errors import (
+    CheckFailed,
+    ConfigError,
+    InputError,
+    MissingDependencyError,
+)
+from segexport.fsutil import atomic_path, write_json
+
+DEFAULT_WORKSPACE_GB = 4.0
+
+
+def _network(trt: Any, builder: Any, logger: Any, onnx: Path) -> tuple[Any, Any]:
+    """A strongly typed network parsed from ``onnx`` (external data found beside it), and its parser."""
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if flag is None else 1 << int(flag))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)] or ["no error reported"]
+        raise InputError(f"{onnx}: TensorRT's ONNX parser rejects it ({errors[0]}); "
+                         "`segexport check` lists what TensorRT does not support")
+    # The parser is needed until the build ends: it owns the weights the network points at.
+    return network, parser
+
+
+def _config(trt: Any, builder: Any, network: Any, profile: ShapeProfile, workspace_gb: float, cache: bytes) -> Any:
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if profile.dynamic:
+        shapes = builder.create_optimization_profile()
+        shapes.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
+        config.add_optimization_profile(shapes)
+    timing = config.create_timing_cache(cache)
+    # ignore_mismatch=False: a cache from another GPU or version is not applied (TensorRT warns).
+    config.set_timing_cache(timing, False)
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    if names != [profile.input_name]:
+        raise InputError(f"TensorRT sees inputs {names}, expected [{profile.input_name!r}]")
+    return config
+
+
+def _record(onnx: Path, out: Path, profile: ShapeProfile, *, trt_version: str, workspace_gb: float,
+            timing_cache: Path | None, seconds: float) -> dict[str, Any]:
+    # These import torch: only once an engine was built.
+    from segexport.runners.onnxruntime_runner import graph_precision
+    from segexport.weights import file_sha256
+
+    io = read_onnx_io(onnx)
+    return {
+        "format": RECORD_FORMAT,
+        "engine": out.name,
+        "onnx": str(onnx),
+        "onnx_sha256": file_sha256(onnx),
+        "precision": graph_precision(onnx),
+        "tensorrt_version": trt_version,
+        "gpu": current_gpu(),
+        "settings": {"strongly_typed": True, "profile": profile.to_dict(), "workspace_gb": workspace_gb,
+                     "timing_cache": str(timing_cache) if timing_cache else None},
+        "inputs": [t.to_dict() for t in io.inputs],
+        "outputs": [t.to_dict() for t in io.outputs],
+        "metadata": io.metadata,
+        "trtexec": trtexec_line(onnx, out, profile, workspace_gb=workspace_gb, timing_cache=timing_cache),
+        "build_seconds": round(seconds, 2),
+        "segexport_version": segexport.__version__,
+    }
+
+
+def build_engine(onnx: Path, out: Path, *, min_batch: int | None = None, opt_batch: int | None = None,
+                 max_batch: int | None = None, min_size: Size | None = None, opt_size: Size | None = None,
+                 max_size: Size | None = None, workspace_gb: float | None = None,
+                 timing_cache: Path | None = None) -> Path:
+    """Build ``out`` (serialized engine) and ``out.with_suffix(".json")`` (its build record), atomically.
+
+    Args:
+        onnx: an FP16 or INT8 (Q/DQ) model from ``segexport quantize`` (an FP32 one builds an FP32 engine).
+        out: the engine file (``.plan``).
+        min_batch, opt_batch, max_batch, min_size, opt_size, max_size: the optimisation profile
+            for the model's dynamic axes (see :func:`resolve_profile`).
+        workspace_gb: limit of TensorRT's workspace memory pool (default 4 GiB).
+        timing_cache: file to load tactic timings from (when it exists) and save them to, so that
+            rebuilds are faster and pick the same kernels.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        MissingDependencyError: no tensorrt package, NVIDIA driver or CUDA device (names which).
+        InputError: the file is missing, not ONNX, or rejected by TensorRT's parser.
+        ConfigError: profile options that do not fit the model, or a non-positive workspace.
+        CheckFailed: TensorRT fails to build the engine.
+    """
+    onnx, out = Path(onnx), Path(out)
+    workspace_gb = DEFAULT_WORKSPACE_GB if workspace_gb is None else float(workspace_gb)
+    if workspace_gb <= 0:
+        raise ConfigError(f"--workspace must be a positive number of GiB, got {workspace_gb}")
+    if out.suffix.lower() in (".onnx", ".json"):
+        raise ConfigError(f"{out}: an engine file needs its own suffix (.plan or .engine); the .json beside it is its record")
+    profile = resolve_profile(onnx, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                              min_size=min_size, opt_size=opt_size, max_size=max_size)
+    reason = engine_unavailable_reason()
+    if reason:
+        line = trtexec_line(onnx, out, profile, workspace_gb=workspace_gb, timing_cache=timing_cache)
+        raise MissingDependencyError(f"{reason}; elsewhere the same engine builds with: {line}")
+    import tensorrt as trt
+
+    start = time.perf_counter()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network, _parser = _network(trt, builder, logger, onnx)
+    cache = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
+    config = _config(trt, builder, network, profile, workspace_gb, cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise CheckFailed(f"{onnx}: TensorRT {trt.__version__} could not build an engine (see its log above)")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(memoryview(serialized))
+    if timing_cache is not None:
+        with atomic_path(timing_cache) as tmp:
+            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    write_json(record_path(out), _record(onnx, out, profile, trt_version=trt.__version__, workspace_gb=workspace_gb,
+                                         timing_cache=timing_cache, seconds=time.perf_counter() - start))
+    return out

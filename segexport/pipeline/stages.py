@@ -1,0 +1,89 @@
+"""Running one build stage: reuse its record when its key and outputs hold, else do the work.
+
+Each stage prints one line when it starts (or is found cached) and one when it ends, and
+leaves its status (``ran``, ``cached`` or ``skipped``) in :attr:`Stages.statuses`, which the
+build returns and records in ``BUILD_DIR/.stages/last_run.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from segexport.fsutil import write_json
+from segexport.pipeline.cache import StageRecord, StageStore, key_of
+
+LAST_RUN = "last_run.json"
+Work = Callable[[], "tuple[list[Path], dict[str, Any]]"]
+
+
+@dataclass
+class StageStatus:
+    """What one stage did in this run."""
+
+    stage: str
+    status: str  # "ran" | "cached" | "skipped"
+    seconds: float
+    detail: str = ""
+
+
+def _quiet(_: str) -> None:
+    """The default progress sink: library callers see nothing unless they pass ``log``."""
+
+
+class Stages:
+    """The stages of one build: their records, progress lines and statuses."""
+
+    def __init__(self, store: StageStore, log: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.log = log or _quiet
+        self.statuses: list[StageStatus] = []
+
+    def run(self, name: str, inputs: Mapping[str, Any], work: Work, *, describe: str,
+            accept: Callable[[StageRecord], bool] | None = None) -> StageRecord:
+        """Reuse ``name``'s record when its key (the hash of ``inputs``) and outputs hold and
+        ``accept`` (if given) takes it; else run ``work`` (which returns the files it wrote and
+        facts to keep) and record it."""
+        key = key_of(inputs)
+        record = self.store.reusable(name, key, accept)
+        if record is not None:
+            self.log(f"{name}: cached (key {key[:12]})")
+            self.statuses.append(StageStatus(name, "cached", 0.0))
+            return record
+        changed = self.store.changed_inputs(name, inputs)
+        self.log(f"{name}: {describe}" + (f" (changed: {', '.join(changed)})" if changed else ""))
+        self.store.forget(name)
+        started = time.perf_counter()
+        outputs, info = work()
+        record = self.store.save(name, key, inputs, outputs, info)
+        seconds = time.perf_counter() - started
+        self.log(f"{name}: done in {seconds:.1f} s")
+        self.statuses.append(StageStatus(name, "ran", round(seconds, 2)))
+        return record
+
+    def skip(self, name: str, reason: str) -> None:
+        """Record a stage that cannot run here (e.g. TensorRT engines without a GPU)."""
+        self.log(f"{name}: skipped ({reason})")
+        self.statuses.append(StageStatus(name, "skipped", 0.0, reason))
+
+    def timed(self, name: str, describe: str, work: Callable[[], Any]) -> Any:
+        """Run an uncached stage (verification), logging and timing it; return its result."""
+        self.log(f"{name}: {describe}")
+        started = time.perf_counter()
+        result = work()
+        seconds = time.perf_counter() - started
+        self.log(f"{name}: done in {seconds:.1f} s")
+        self.statuses.append(StageStatus(name, "ran", round(seconds, 2)))
+        return result
+
+    def as_list(self) -> list[dict[str, Any]]:
+        return [asdict(s) for s in self.statuses]
+
+    def save_last_run(self) -> Path:
+        """Record this run's statuses in ``.stages/last_run.json``."""
+        path = self.store.folder / LAST_RUN
+        write_json(path, {"stages": self.as_list()})
+        return path

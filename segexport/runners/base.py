@@ -1,0 +1,86 @@
+"""The one runner interface: normalised images in, logits out, whatever the backend.
+
+A runner owns one loaded artifact (a checkpoint folder, an ONNX file or a TensorRT engine) and
+nothing else: no data loading, no comparison. Verification and benchmarks feed every runner
+the same cached arrays and compare the results themselves.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from segexport.errors import InputError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Runner(abc.ABC):
+    """A loaded model of one backend.
+
+    Attributes:
+        backend: ``torch``, ``onnxruntime`` or ``tensorrt``.
+        artifact: the checkpoint folder, ``.onnx`` or ``.plan`` it runs.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        fixed_batch: the only batch size the artifact accepts, or None for any.
+        device: human-readable, e.g. ``cpu (2 threads)``.
+        input_size: ``(height, width)`` the artifact was made for (benchmarks make inputs of
+            this size), or None when unknown.
+    """
+
+    backend: ClassVar[str]
+    artifact: Path
+    precision: str
+    fixed_batch: int | None = None
+    device: str = "cpu"
+    input_size: tuple[int, int] | None = None
+
+    @abc.abstractmethod
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """float32 NCHW normalised images -> float32 NCHW logits (N, classes, H, W), at input size."""
+
+    def timed_run(self, images: np.ndarray) -> float:
+        """Seconds for one ``run(images)`` (wall clock; GPU runners override with device events)."""
+        start = time.perf_counter()
+        self.run(images)
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        """Release the loaded model (the runner is unusable afterwards)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.artifact)!r}, precision={self.precision!r}, device={self.device!r})"
+
+
+def check_images(images: np.ndarray, runner: Runner) -> np.ndarray:
+    """``images`` as a C-contiguous float32 ``[N, 3, H, W]`` array, or InputError naming the runner.
+
+    Raises:
+        InputError: not a 4-D array with 3 channels.
+    """
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1] != 3:
+        shape = getattr(images, "shape", type(images).__name__)
+        raise InputError(f"{runner.artifact}: images must be float32 [N, 3, H, W], got {shape}")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def check_precision(precision: str | None, allowed: tuple[str, ...], backend: str) -> None:
+    """Raises InputError when ``precision`` is given and not one ``backend`` runs."""
+    if precision is not None and precision not in allowed:
+        raise InputError(f"the {backend} runner runs precision {' or '.join(allowed)}, not {precision!r}; "
+                         "pass one of those")

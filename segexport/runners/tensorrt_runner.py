@@ -1,0 +1,178 @@
+"""The TensorRT runner: a serialized engine on a CUDA device, through TensorRT's name-based API.
+
+Written against TensorRT 10 and 11 (``num_io_tensors``, ``get_tensor_name``,
+``get_tensor_mode``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). The
+engine's I/O tensor names, types and shapes come from the engine itself; device memory is
+torch CUDA tensors on a torch stream. Before deserialising, the build record beside the engine
+is checked: an engine built by another TensorRT version or for another GPU is refused with a
+message saying to rebuild it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segexport.engine.availability import current_gpu, engine_unavailable_reason
+from segexport.engine.record import engine_mismatch, read_engine_record
+from segexport.errors import CheckFailed, InputError, MissingDependencyError
+from segexport.runners.base import PRECISIONS, Runner, check_images, check_precision
+
+# TensorRT DataType member name -> torch dtype name (looked up by name: members differ across versions).
+_TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
+                 "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+
+
+def _torch_dtype(trt_dtype: Any) -> Any:
+    import torch
+
+    name = _TORCH_DTYPES.get(trt_dtype.name)
+    if name is None:
+        raise InputError(f"engine tensor type {trt_dtype.name} has no torch equivalent; rebuild with float32 I/O")
+    return getattr(torch, name)
+
+
+def _record_input_size(record: dict[str, Any]) -> tuple[int, int]:
+    profile = record["settings"]["profile"]
+    size = record.get("metadata", {}).get("input_size")
+    if size is not None:
+        h, w = json.loads(size)
+        return int(h), int(w)
+    return int(profile["opt"][2]), int(profile["opt"][3])
+
+
+class TensorRTRunner(Runner):
+    """One deserialised engine and an execution context on CUDA device ``device_index``.
+
+    Attributes:
+        max_batch: the largest batch of the engine's profile (larger inputs run in chunks).
+        io: ``{name: (mode, dtype)}`` of the engine's I/O tensors, as TensorRT reports them.
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, artifact: str | Path, *, precision: str | None = None, device_index: int = 0) -> None:
+        """Check the engine's record against this machine, then load it.
+
+        Raises:
+            InputError: a missing engine or record, a record of another TensorRT version or GPU,
+                a ``precision`` other than the engine's, or an engine without a float logits output.
+            MissingDependencyError: no tensorrt package, NVIDIA driver or CUDA device (names which).
+        """
+        check_precision(precision, PRECISIONS, self.backend)
+        self.artifact = Path(artifact)
+        record = read_engine_record(self.artifact)
+        if precision is not None and precision != record["precision"]:
+            raise InputError(f"{self.artifact}: the engine's precision is {record['precision']}, not {precision}; "
+                             "drop the precision or pass the engine of that precision")
+        reason = engine_unavailable_reason()
+        if reason:
+            raise MissingDependencyError(f"{self.artifact}: {reason}")
+        import tensorrt as trt
+        import torch
+
+        gpu = current_gpu(device_index)
+        mismatch = engine_mismatch(record, trt.__version__, gpu)
+        if mismatch:
+            raise InputError(f"{self.artifact}: {mismatch}")
+        self.precision = record["precision"]
+        self._device = torch.device("cuda", device_index)
+        self._load(trt, self.artifact.read_bytes())
+        self.max_batch = int(record["settings"]["profile"]["max"][0])
+        self.input_size = _record_input_size(record)
+        self.device = f"{gpu['name']} (cuda:{device_index}), TensorRT {trt.__version__}"
+        self._stream = torch.cuda.Stream(self._device)
+
+    def _load(self, trt: Any, blob: bytes) -> None:
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(blob)
+        if self._engine is None:
+            raise InputError(f"{self.artifact}: TensorRT cannot deserialise it (see its log above); rebuild it")
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        self.io = {n: (self._engine.get_tensor_mode(n), self._engine.get_tensor_dtype(n)) for n in names}
+        inputs = [n for n, (mode, _) in self.io.items() if mode == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if n not in inputs]
+        if len(inputs) != 1:
+            raise InputError(f"{self.artifact}: expected one image input, the engine has {inputs}")
+        self._input = inputs[0]
+        self._logits = self._logits_output(trt)
+        batch = self._engine.get_tensor_shape(self._input)[0]
+        self.fixed_batch = int(batch) if batch > 0 else None
+
+    def _logits_output(self, trt: Any) -> str:
+        floats = [n for n in self._outputs if self.io[n][1] in (trt.DataType.FLOAT, trt.DataType.HALF)
+                  and len(self._engine.get_tensor_shape(n)) == 4]
+        if "logits" in floats:
+            return "logits"
+        if not floats:
+            raise InputError(f"{self.artifact}: no float [N, C, H, W] logits output (outputs: {self._outputs}); "
+                             "build the engine from a model exported with --output logits or both")
+        return floats[0]
+
+    def _chunks(self, x: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+        """Pieces the engine accepts, and how many real images each holds (a fixed batch is padded)."""
+        step = self.fixed_batch or self.max_batch
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            real = len(chunk)
+            if self.fixed_batch is not None and real < self.fixed_batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - real, axis=0)])
+            yield chunk, real
+
+    def _execute(self, chunk: np.ndarray) -> tuple[np.ndarray, float]:
+        """Logits of one chunk, and the seconds the engine ran (CUDA events around execute_async_v3)."""
+        import torch
+
+        ctx = self._context
+        with torch.cuda.device(self._device), torch.cuda.stream(self._stream):
+            x = torch.from_numpy(chunk).to(self._device).to(_torch_dtype(self.io[self._input][1])).contiguous()
+            if not ctx.set_input_shape(self._input, tuple(x.shape)):
+                raise InputError(f"{self.artifact}: input shape {tuple(x.shape)} is outside the engine's profile; "
+                                 "rebuild it with matching --min/--max-batch or sizes")
+            ctx.set_tensor_address(self._input, x.data_ptr())
+            outputs = {}
+            for name in self._outputs:
+                shape = tuple(ctx.get_tensor_shape(name))
+                if min(shape) < 0:
+                    raise CheckFailed(f"{self.artifact}: output {name} has data-dependent shape {shape}")
+                outputs[name] = torch.empty(shape, dtype=_torch_dtype(self.io[name][1]), device=self._device)
+                ctx.set_tensor_address(name, outputs[name].data_ptr())
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(self._stream)
+            ok = ctx.execute_async_v3(self._stream.cuda_stream)
+            end.record(self._stream)
+            logits = outputs[self._logits].float().cpu().numpy()  # ordered after the engine on this stream
+        self._stream.synchronize()
+        if not ok:
+            raise CheckFailed(f"{self.artifact}: TensorRT failed to run it on {chunk.shape} (see its log above)")
+        return logits, start.elapsed_time(end) / 1000.0
+
+    def _check_open(self, images: np.ndarray) -> np.ndarray:
+        if self._context is None:
+            raise InputError(f"{self.artifact}: the runner was closed; open a new one")
+        return check_images(images, self)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        x = self._check_open(images)
+        return np.concatenate([self._execute(chunk)[0][:real] for chunk, real in self._chunks(x)])
+
+    def timed_run(self, images: np.ndarray) -> float:
+        """Seconds the engine computed on ``images``, from CUDA events around each ``execute_async_v3``.
+
+        Uploads and downloads are not counted (as trtexec's "GPU Compute Time"); with more images
+        than the profile's max batch, the chunks' times are summed.
+        """
+        x = self._check_open(images)
+        return sum(self._execute(chunk)[1] for chunk, _ in self._chunks(x))
+
+    def close(self) -> None:
+        # Context before engine before runtime: TensorRT's documented destruction order.
+        self._context = None
+        self._engine = None
+        self._runtime = None
