@@ -50,7 +50,7 @@ class ModelConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], origin: str) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], origin: str) -> ModelConfig:
         try:
             return cls(
                 arch=data["arch"],
@@ -139,12 +139,12 @@ def fit_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], what:
     model.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(path: str | Path) -> tuple[SegmentationModel, ModelConfig]:
-    """Rebuild the model of a checkpoint folder and load its weights (eval mode).
+def read_config(path: str | Path) -> ModelConfig:
+    """The ``model.json`` of a checkpoint folder, validated (weights are not read).
 
     Raises:
-        InputError: the folder or one of its files is missing.
-        CheckpointError: corrupt files or weights that do not fit the recorded architecture.
+        InputError: the folder or its ``model.json`` is missing.
+        CheckpointError: ``model.json`` is not valid JSON or not a model description.
     """
     root = Path(path)
     if not root.is_dir():
@@ -156,7 +156,18 @@ def load_checkpoint(path: str | Path) -> tuple[SegmentationModel, ModelConfig]:
         data = json.loads(meta.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{meta}: not valid JSON ({exc}); re-create it with `segexport train`") from exc
-    config = ModelConfig.from_dict(data, str(meta))
+    return ModelConfig.from_dict(data, str(meta))
+
+
+def load_checkpoint(path: str | Path) -> tuple[SegmentationModel, ModelConfig]:
+    """Rebuild the model of a checkpoint folder and load its weights (eval mode).
+
+    Raises:
+        InputError: the folder or one of its files is missing.
+        CheckpointError: corrupt files or weights that do not fit the recorded architecture.
+    """
+    root = Path(path)
+    config = read_config(root)
     model = config.build()
     fit_state_dict(model, read_state_dict(root / WEIGHTS), f"{config.arch} ({config.build_args})")
     return model.eval(), config

@@ -4,43 +4,54 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 
 def predict_command(
-    artifact: Path = typer.Argument(..., metavar="ARTIFACT", help="Checkpoint folder, .onnx model or .plan engine."),
-    images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="Image files, or folders of images."),
-    out: Path = typer.Option(Path("predictions"), help="Output folder."),
-    overlay: bool = typer.Option(False, "--overlay", help="Also write STEM.overlay.png (image blended with the mask)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON record per image."),
+    artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
+                                             help="Checkpoint folder, .onnx model or .plan engine.")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files, or folders of images.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
+    overlay: Annotated[bool, typer.Option(
+        "--overlay", help="Also write STEM.overlay.png (image blended with the mask).")] = False,
+    crf: Annotated[bool, typer.Option("--crf", help="Refine the logits at the image's size with the host dense CRF "
+                                      "before the argmax (parameters from the artifact's arch recipe, else DeepLab "
+                                      "v1's).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON record per image.")] = False,
 ) -> None:
     """Segment images of any size and write STEM.png, a palette PNG of class indices.
 
     Each image is resized to the model's input size with the model's preprocessing (or padded
     for pad models), and the logits are resized back to the image's size before the argmax,
-    so masks have the image's size.
+    so masks have the image's size. With --crf the dense CRF of DeepLab v1/v2 refines those
+    logits with the image's colours first.
 
     Examples:
 
         segexport predict builds/deeplabv3p/model.int8.cpu.onnx photos/ --out masks --overlay
 
         segexport predict builds/deeplabv3p/reference street.jpg
+
+        segexport predict builds/deeplabv1/model.onnx photos/ --crf
     """
     from segexport.deploy.predict import predict_images
 
-    results = predict_images(artifact, images, out=out, overlay=overlay)
+    results = predict_images(artifact, images, out=out, overlay=overlay, crf=crf)
     if as_json:
         for r in results:
             typer.echo(json.dumps({"image": str(r.image), "mask": str(r.mask),
                                    "overlay": str(r.overlay) if r.overlay else None,
-                                   "size": list(r.size), "classes": list(r.classes)}))
+                                   "size": list(r.size), "classes": list(r.classes),
+                                   "crf_changed": r.crf_changed}))
         return
     console = Console()
     for r in results:
-        console.print(f"{r.image} -> {r.mask} ({r.size[0]}x{r.size[1]}; {', '.join(r.classes)})", highlight=False,
-                      markup=False)
+        changed = "" if r.crf_changed is None else f"; CRF changed {r.crf_changed:.2%} of pixels"
+        console.print(f"{r.image} -> {r.mask} ({r.size[0]}x{r.size[1]}; {', '.join(r.classes)}{changed})",
+                      highlight=False, markup=False)
     console.print(f"{len(results)} masks in {out}", highlight=False, markup=False)
 
 

@@ -34,16 +34,9 @@ class ArtifactSpec:
 
 
 def _from_checkpoint(path: Path) -> ArtifactSpec:
-    from segexport.checkpoint import MODEL_JSON, ModelConfig
+    from segexport.checkpoint import read_config
 
-    meta = path / MODEL_JSON
-    if not meta.is_file():
-        raise InputError(f"{meta}: missing; a checkpoint folder is written by `segexport train`")
-    try:
-        data = json.loads(meta.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{meta}: not valid JSON ({exc}); re-create it with `segexport train`") from exc
-    config = ModelConfig.from_dict(data, str(meta))
+    config = read_config(path)
     return ArtifactSpec(config.preprocess, tuple(config.classes), config.arch)
 
 

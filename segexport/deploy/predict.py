@@ -8,10 +8,17 @@ for an image already at the input size it is exactly the verify step's labels.
 
 Written per image: ``STEM.png``, a palette PNG whose pixel values are the class indices (the
 PASCAL VOC colours), and with ``overlay`` ``STEM.overlay.png``, the image blended with them.
+
+With ``crf`` the logits at the image's size are refined by the host dense CRF
+(:func:`segexport.postprocess.dense_crf`, with the original image's colours) before the argmax:
+the parameters of the artifact's arch recipe (``crf_*`` keys over the paper's values), or DeepLab
+v1's published values for an unknown arch or a plain model. A model exported with its CRF in the
+graph (``segexport export --crf conv``) is refused: its logits are refined already.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +28,10 @@ from PIL import Image
 
 from segexport.data.imagefiles import IMAGE_EXTENSIONS, preview, read_rgb
 from segexport.deploy.artifact import ArtifactSpec, read_artifact_spec
-from segexport.deploy.triton_python_model import labels_at_size
+from segexport.deploy.triton_python_model import labels_at_size, logits_at_size
 from segexport.errors import InputError
 from segexport.fsutil import atomic_path
+from segexport.postprocess import CrfParams, crf_params, dense_crf
 from segexport.progress import progress_bar
 
 BATCH = 8  # images preprocessed and run together (all are at the input size by then)
@@ -39,6 +47,7 @@ class PredictedImage:
     overlay: Path | None
     size: tuple[int, int]
     classes: tuple[str, ...]
+    crf_changed: float | None = None  # with the CRF: fraction of pixels whose label it changed
 
 
 def expand_images(paths: Sequence[str | Path]) -> list[Path]:
@@ -90,6 +99,48 @@ def _batches(files: list[Path], spec: ArtifactSpec) -> Iterator[tuple[list[Path]
         yield chunk, images, inputs
 
 
+def artifact_crf_params(spec: ArtifactSpec) -> CrfParams:
+    """The host CRF's parameters for an artifact: its registered arch's recipe, else DeepLab v1's.
+
+    Raises:
+        ConfigError: the arch's recipe has invalid ``crf_*`` values.
+    """
+    from segexport.models import list_models
+    from segexport.recipe import load_recipe
+
+    if spec.arch is not None and spec.arch in {entry.name for entry in list_models()}:
+        return crf_params(load_recipe(spec.arch))
+    return CrfParams()
+
+
+def _check_no_graph_crf(artifact: Path) -> None:
+    """Raises InputError when ``artifact``'s logits already went through a CRF in its graph
+    (the ``crf`` metadata ``segexport export --crf conv`` writes, which engine records copy)."""
+    if artifact.is_dir():
+        return
+    if artifact.suffix in (".plan", ".engine"):
+        from segexport.engine.record import read_engine_record
+
+        metadata = read_engine_record(artifact).get("metadata", {})
+    else:
+        from segexport.engine.io import read_onnx_io
+
+        metadata = read_onnx_io(artifact).metadata
+    if metadata.get("crf", "none") != "none":
+        raise InputError(f"{artifact}: exported with the {metadata['crf']} CRF in its graph, so its logits are "
+                         "refined already; drop --crf (or predict with a model exported without --crf)")
+
+
+def _labels(scores: np.ndarray, rgb: np.ndarray, resize: str,
+            crf: CrfParams | None) -> tuple[np.ndarray, float | None]:
+    """Labels at the image's size, and with ``crf`` the fraction of them the CRF changed."""
+    if crf is None:
+        return labels_at_size(scores, rgb.shape[:2], resize), None
+    logits = logits_at_size(scores, rgb.shape[:2], resize)
+    refined = dense_crf(logits[None], rgb[None], crf)[0].argmax(0)
+    return refined.astype(np.uint8), float(np.mean(refined != logits.argmax(0)))
+
+
 def _save(file: Path, image: np.ndarray, labels: np.ndarray, spec: ArtifactSpec, palette: np.ndarray,
           out: Path, overlay: bool) -> PredictedImage:
     mask_path = out / f"{file.stem}.png"
@@ -104,7 +155,7 @@ def _save(file: Path, image: np.ndarray, labels: np.ndarray, spec: ArtifactSpec,
 
 
 def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: str | Path = "predictions",
-                   overlay: bool = False, progress: bool = True) -> list[PredictedImage]:
+                   overlay: bool = False, crf: bool = False, progress: bool = True) -> list[PredictedImage]:
     """Write a colour mask (and an overlay) for every image, with ``artifact`` on its backend.
 
     Args:
@@ -112,15 +163,18 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
         images: image files and folders of images.
         out: output folder (created).
         overlay: also write ``STEM.overlay.png``.
+        crf: refine the logits at each image's size with the host dense CRF before the argmax.
         progress: show a progress bar (on a terminal).
 
     Returns:
         One :class:`PredictedImage` per image, in input order.
 
     Raises:
-        InputError: a missing or unreadable image or artifact, or clashing image names.
+        InputError: a missing or unreadable image or artifact, clashing image names, or ``crf``
+            for a model with a CRF in its graph.
         MissingDependencyError: the artifact's backend is not installed (e.g. tensorrt for a .plan).
         CheckFailed: the backend cannot run the artifact.
+        ConfigError: with ``crf``, invalid CRF values in the arch's recipe.
     """
     from segexport.runners import open_runner
     from segexport.verify.plots import class_palette
@@ -130,6 +184,10 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
     if len(spec.classes) > 255:
         raise InputError(f"{artifact}: {len(spec.classes)} classes do not fit an 8-bit mask (255 at most)")
     palette = class_palette(256)
+    params = None
+    if crf:
+        _check_no_graph_crf(Path(artifact))
+        params = artifact_crf_params(spec)
     out_dir = Path(out)
     results: list[PredictedImage] = []
     with open_runner(artifact) as runner, progress_bar(progress and len(files) > 1) as bar:
@@ -137,7 +195,8 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
         for chunk, rgbs, inputs in _batches(files, spec):
             logits = runner.run(inputs)
             for file, rgb, scores in zip(chunk, rgbs, logits, strict=True):
-                labels = labels_at_size(scores, rgb.shape[:2], spec.preprocess.resize)
-                results.append(_save(file, rgb, labels, spec, palette, out_dir, overlay))
+                labels, changed = _labels(scores, rgb, spec.preprocess.resize, params)
+                result = _save(file, rgb, labels, spec, palette, out_dir, overlay)
+                results.append(dataclasses.replace(result, crf_changed=changed))
                 bar.advance(task)
     return results

@@ -73,19 +73,25 @@ def preprocess(rgb: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))[None]
 
 
-def labels_at_size(logits: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:
-    """``[C, h, w]`` logits at the model's input size -> ``[H, W]`` uint8 labels at the image's ``size``.
+def logits_at_size(logits: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:
+    """``[C, h, w]`` logits at the model's input size -> ``[C, H, W]`` logits at the image's ``size``.
 
-    Under ``resize`` the logits are resized bilinearly to ``size`` before the argmax (smoother
-    borders than upsampling labels); under ``pad`` the image's region is cropped out.
+    Under ``resize`` the logits are resized bilinearly to ``size`` (smoother borders than
+    upsampling labels); under ``pad`` the image's region is cropped out.
     """
     height, width = size
     if resize == "pad":
-        logits = logits[:, :height, :width]
-    elif logits.shape[1:] != (height, width):
-        logits = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32))
-                                      .resize((width, height), Image.Resampling.BILINEAR)) for c in logits])
-    return logits.argmax(0).astype(np.uint8)
+        return logits[:, :height, :width]
+    if logits.shape[1:] != (height, width):
+        return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c, dtype=np.float32))
+                                    .resize((width, height), Image.Resampling.BILINEAR)) for c in logits])
+    return logits
+
+
+def labels_at_size(logits: np.ndarray, size: tuple[int, int], resize: str) -> np.ndarray:
+    """``[C, h, w]`` logits at the model's input size -> ``[H, W]`` uint8 labels at the image's ``size``
+    (the argmax of :func:`logits_at_size`)."""
+    return logits_at_size(logits, size, resize).argmax(0).astype(np.uint8)
 
 
 class TritonPythonModel:

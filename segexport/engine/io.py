@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from google.protobuf.message import DecodeError
 
 from segexport.errors import InputError
+from segexport.export.metadata import load_onnx_graph
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,10 @@ def read_onnx_io(path: str | Path) -> OnnxIO:
     Raises:
         InputError: the file is missing or not an ONNX model.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: ONNX file not found")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError) as exc:  # which one depends on the damage
-        raise InputError(f"{p}: not an ONNX model ({type(exc).__name__})") from exc
+    model = load_onnx_graph(path)
     weights = {init.name for init in model.graph.initializer}
     return OnnxIO(
-        path=p,
+        path=Path(path),
         inputs=tuple(_spec(v) for v in model.graph.input if v.name not in weights),
         outputs=tuple(_spec(v) for v in model.graph.output),
         metadata={prop.key: prop.value for prop in model.metadata_props},

@@ -93,8 +93,8 @@ def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
     onnx.helper.set_model_props(model, merged)
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata props of an ONNX file, without loading its weights.
+def load_onnx_graph(path: str | Path) -> onnx.ModelProto:
+    """An ONNX file's graph and metadata, without loading external weight data.
 
     Raises:
         InputError: the file is missing or not an ONNX model.
@@ -103,7 +103,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if not p.is_file():
         raise InputError(f"{p}: ONNX file not found")
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        return onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError) as exc:  # which one depends on the damage
         raise InputError(f"{p}: not an ONNX model ({type(exc).__name__})") from exc
-    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata props of an ONNX file, without loading its weights.
+
+    Raises:
+        InputError: the file is missing or not an ONNX model.
+    """
+    return {prop.key: prop.value for prop in load_onnx_graph(path).metadata_props}

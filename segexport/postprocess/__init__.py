@@ -12,6 +12,7 @@ from segexport.postprocess.conv_crf import ConvCRF, CrfModel
 from segexport.postprocess.dense_crf import EXACT_MAX_PIXELS, METHODS, dense_crf
 from segexport.postprocess.evaluate import (
     DEFAULT_BAND,
+    CrfTally,
     boundary_band,
     crf_row,
     crf_rows,
@@ -44,6 +45,7 @@ __all__ = [
     "ConvCRF",
     "CrfModel",
     "CrfParams",
+    "CrfTally",
     "attach_conv_crf",
     "boundary_band",
     "check_crf_mode",

@@ -55,29 +55,71 @@ def boundary_band(masks: np.ndarray, band: int = DEFAULT_BAND) -> np.ndarray:
     return edge.numpy()
 
 
-class _Scores:
-    """Confusion matrices of one labelling over all pixels and over the boundary band."""
+def _confusions(masks: np.ndarray, labels: np.ndarray, band: np.ndarray, num_classes: int) -> np.ndarray:
+    """(2, C, C): the confusion matrix over all pixels and over the boundary band."""
+    return np.stack([confusion_matrix(masks, labels, num_classes),
+                     confusion_matrix(np.where(band, masks, IGNORE_INDEX), labels, num_classes)])
 
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.full = np.zeros((num_classes, num_classes), dtype=np.int64)
-        self.band = np.zeros_like(self.full)
 
-    def add(self, masks: np.ndarray, labels: np.ndarray, band: np.ndarray) -> None:
-        self.full += confusion_matrix(masks, labels, self.num_classes)
-        self.band += confusion_matrix(np.where(band, masks, IGNORE_INDEX), labels, self.num_classes)
-
-    def figures(self) -> dict[str, float]:
-        full, band = metrics_from_confusion(self.full), metrics_from_confusion(self.band)
-        return {"miou": full.miou, "pixel_acc": full.pixel_acc, "trimap_miou": band.miou}
+def _figures(pair: np.ndarray) -> dict[str, float]:
+    full, band = metrics_from_confusion(pair[0]), metrics_from_confusion(pair[1])
+    return {"miou": full.miou, "pixel_acc": full.pixel_acc, "trimap_miou": band.miou}
 
 
 def score_labels(masks: np.ndarray, labels: np.ndarray, num_classes: int, band: int = DEFAULT_BAND) -> dict[str, float]:
     """``miou``, ``pixel_acc`` and ``trimap_miou`` (within ``band`` pixels of a boundary) of
     ``labels`` against ``masks``, both ``(N, H, W)``."""
-    scores = _Scores(num_classes)
-    scores.add(masks, labels, boundary_band(masks, band))
-    return scores.figures()
+    return _figures(_confusions(masks, labels, boundary_band(masks, band), num_classes))
+
+
+class CrfTally:
+    """Counts for one ``+crf`` row, added batch by batch; shards add up exactly.
+
+    ``counts`` (int64 ``(4, C, C)``: without CRF all pixels / band, with CRF all pixels / band),
+    ``changed`` and ``pixels`` are sums, ``times`` a list: to combine processes (torchrun),
+    sum the first three and concatenate the times, then call :meth:`row`.
+
+    Args:
+        num_classes: the model's classes.
+        params: the host CRF's parameters.
+        band: trimap half-width in pixels.
+    """
+
+    def __init__(self, num_classes: int, params: CrfParams, band: int = DEFAULT_BAND) -> None:
+        self.num_classes, self.params, self.band = num_classes, params, band
+        self.counts = np.zeros((4, num_classes, num_classes), dtype=np.int64)
+        self.changed = 0
+        self.pixels = 0
+        self.times: list[float] = []
+
+    def add(self, logits: np.ndarray, images: np.ndarray, masks: np.ndarray) -> None:
+        """Refine ``logits`` (N, C, H, W) of uint8 ``images`` (N, H, W, 3) one image at a time
+        (each timed) and count both labellings against ``masks`` (N, H, W)."""
+        zone = boundary_band(masks, self.band)
+        for i in range(len(logits)):
+            start = time.perf_counter()
+            refined = dense_crf(logits[i : i + 1], images[i : i + 1], self.params)
+            self.times.append(time.perf_counter() - start)
+            before, after = logits[i].argmax(0), refined[0].argmax(0)
+            self.changed += int((before != after).sum())
+            self.pixels += before.size
+            self.counts[:2] += _confusions(masks[i], before, zone[i], self.num_classes)
+            self.counts[2:] += _confusions(masks[i], after, zone[i], self.num_classes)
+
+    def row(self, name: str) -> dict[str, Any]:
+        """The ``NAME+crf`` row (keys: see :func:`crf_row`)."""
+        base, crf = _figures(self.counts[:2]), _figures(self.counts[2:])
+        ms = sorted(1000.0 * t for t in self.times)
+        return {
+            "variant": f"{name}+crf", "base": name, "images": len(self.times),
+            **crf, **{f"base_{k}": v for k, v in base.items()},
+            "miou_gain_pts": 100.0 * (crf["miou"] - base["miou"]),
+            "trimap_gain_pts": 100.0 * (crf["trimap_miou"] - base["trimap_miou"]),
+            "changed_pixels": self.changed / max(self.pixels, 1),
+            "crf_ms_per_image": statistics.median(ms) if ms else None,
+            "crf_ms_p90": ms[min(len(ms) - 1, int(0.9 * len(ms)))] if ms else None,
+            "trimap_band_px": self.band, "crf": self.params.to_dict(),
+        }
 
 
 def _check_val(images: np.ndarray, masks: np.ndarray) -> None:
@@ -118,26 +160,15 @@ def crf_row(
         InputError: images and masks that do not fit together.
     """
     _check_val(images, masks)
-    with_crf, without = _Scores(num_classes), _Scores(num_classes)
-    times: list[float] = []
-    changed = 0
+    tally = CrfTally(num_classes, params, band)
     batch = getattr(runner, "fixed_batch", None) or batch_size
     with progress_bar(progress) as bar:
         task = bar.add_task(f"{name}+crf", total=len(images), info="")
         for start in range(0, len(images), batch):
             stop = min(start + batch, len(images))
-            logits = _run(runner, images[start:stop], preprocess, batch)
-            zone = boundary_band(masks[start:stop], band)
-            for i in range(stop - start):
-                t = time.perf_counter()
-                refined = dense_crf(logits[i : i + 1], images[start + i : start + i + 1], params)
-                times.append(time.perf_counter() - t)
-                before, after = logits[i].argmax(0), refined[0].argmax(0)
-                changed += int((before != after).sum())
-                without.add(masks[start + i], before, zone[i])
-                with_crf.add(masks[start + i], after, zone[i])
+            tally.add(_run(runner, images[start:stop], preprocess, batch), images[start:stop], masks[start:stop])
             bar.advance(task, stop - start)
-    return _row(name, with_crf.figures(), without.figures(), times, changed / max(masks.size, 1), band, params)
+    return tally.row(name)
 
 
 def _run(runner: LogitsRunner, images: np.ndarray, preprocess: Preprocess, batch: int) -> np.ndarray:
@@ -147,22 +178,6 @@ def _run(runner: LogitsRunner, images: np.ndarray, preprocess: Preprocess, batch
     if getattr(runner, "fixed_batch", None) and real < batch:
         x = np.concatenate([x, np.repeat(x[-1:], batch - real, axis=0)])
     return np.asarray(runner.run(x), dtype=np.float32)[:real]
-
-
-def _row(
-    name: str, crf: dict, base: dict, times: list[float], changed: float, band: int, params: CrfParams
-) -> dict[str, Any]:
-    ms = sorted(1000.0 * t for t in times)
-    return {
-        "variant": f"{name}+crf", "base": name, "images": len(times),
-        **crf, **{f"base_{k}": v for k, v in base.items()},
-        "miou_gain_pts": 100.0 * (crf["miou"] - base["miou"]),
-        "trimap_gain_pts": 100.0 * (crf["trimap_miou"] - base["trimap_miou"]),
-        "changed_pixels": changed,
-        "crf_ms_per_image": statistics.median(ms) if ms else None,
-        "crf_ms_p90": ms[min(len(ms) - 1, int(0.9 * len(ms)))] if ms else None,
-        "trimap_band_px": band, "crf": params.to_dict(),
-    }
 
 
 def crf_rows(

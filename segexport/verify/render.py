@@ -18,6 +18,9 @@ from segexport.fsutil import atomic_path
 
 _COLUMNS = ("variant", "backend", "precision", "target", "mIoU", "drop (pts)", "budget (pts)", "agreement",
             "max |Δlogit|", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup", "peak MB", "result")
+CRF_TITLE = "Dense CRF (host)"
+_CRF_COLUMNS = ("variant", "mIoU", "gain (pts)", "trimap mIoU", "trimap gain (pts)", "changed px", "CRF ms/img",
+                "engine p50 ms")
 
 
 def wide_console(width: int = 200) -> Console:
@@ -54,6 +57,29 @@ def _cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
+def _crf_cells(row: dict[str, Any]) -> list[str]:
+    """A ``+crf`` row: figures with the CRF, gains against the same variant without it, CRF time."""
+    if row.get("error"):
+        return [row["variant"], *["-"] * (len(_CRF_COLUMNS) - 2), "ERROR"]
+    return [row["variant"], _fmt(row.get("miou"), ".4f"), _fmt(row.get("miou_gain_pts"), "+.3f"),
+            _fmt(row.get("trimap_miou"), ".4f"), _fmt(row.get("trimap_gain_pts"), "+.3f"),
+            _fmt(row.get("changed_pixels"), ".2%"), _fmt(row.get("crf_ms_per_image"), ".1f"),
+            _fmt(row.get("engine_ms_p50"), ".2f")]
+
+
+def _print_crf_table(report: dict[str, Any], console: Console) -> None:
+    """The ``+crf`` rows (not judged) as a second table, and their errors."""
+    table = Table(title=f"{CRF_TITLE}: +crf rows, not judged", title_justify="left")
+    for i, name in enumerate(_CRF_COLUMNS):
+        table.add_column(name, justify="right" if i else "left", no_wrap=True)
+    for row in report["crf"]:
+        table.add_row(*_crf_cells(row), style="bold red" if row.get("error") else None)
+    console.print(table)
+    for row in report["crf"]:
+        if row.get("error"):
+            console.print(f"[red]{row['variant']} error: {row['error']}[/]", highlight=False)
+
+
 def rows_of(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The reference row (marked ``is_reference``) followed by every variant row."""
     return [{**report["reference"], "is_reference": True}, *report["variants"]]
@@ -75,6 +101,8 @@ def print_report_table(report: dict[str, Any], console: Console) -> None:
             console.print(f"[dim]{row['name']} skipped: {row['skipped']}[/]", highlight=False)
         elif row.get("error"):
             console.print(f"[red]{row['name']} error: {row['error']}[/]", highlight=False)
+    if report.get("crf"):
+        _print_crf_table(report, console)
     for note in report.get("notes", []):
         console.print(f"note: {note}", highlight=False, markup=False)
 
@@ -94,9 +122,14 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{report['threads']} threads"), ""]
     lines += ["| " + " | ".join(_md_escape(c) for c in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_md_escape(c) for c in _cells(row)) + " |" for row in rows_of(report)]
+    if report.get("crf"):
+        lines += ["", f"## {CRF_TITLE}", "", "| " + " | ".join(_CRF_COLUMNS) + " |", "|" + "---|" * len(_CRF_COLUMNS)]
+        lines += ["| " + " | ".join(_md_escape(c) for c in _crf_cells(row)) + " |" for row in report["crf"]]
     lines += ["", "## Notes", ""]
     lines += [f"- **{row['name']}** skipped: {_md_escape(row['skipped'])}" for row in report["variants"] if row.get("skipped")]
     lines += [f"- **{row['name']}** error: {_md_escape(row['error'])}" for row in report["variants"] if row.get("error")]
+    lines += [f"- **{row['variant']}** error: {_md_escape(row['error'])}" for row in report.get("crf") or []
+              if row.get("error")]
     lines += [f"- {note}" for note in report.get("notes", [])]
     methods = report["methods"]
     lines += [(f"- drop: reference mIoU minus variant mIoU, in points (x100); agreement: fraction of pixels whose "

@@ -11,7 +11,7 @@ block every runner's batch divides, so each batch holds the images it holds in o
 and the integer counts (confusion matrices, agreeing pixels) are summed: mIoU, per-class IoU,
 pixel accuracy and agreement equal the single-process figures exactly. Rank 0 alone keeps
 logits (of the first images, as in one process), times the runners, draws and writes the
-report; the others only score.
+report; the others only score. A recipe with ``crf = "host"`` adds ``+crf`` rows (``crf_rows``).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from segexport.progress import progress_bar
 from segexport.runners import open_runner
 from segexport.runners.torch_runner import TorchRunner
 from segexport.verify import latency as lat
+from segexport.verify.crf_rows import measure_crf_rows
 from segexport.verify.manifest import BuildManifest, VariantSpec, read_manifest
 from segexport.verify.parity import (
     LOGIT_IMAGES,
@@ -332,8 +333,12 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
     try:
         reference, variants, predictions = _measure_all(shared, manifest, progress and is_main_process())
         _finish_rows(reference, variants)
+        measured = [(_reference_spec(manifest), reference), *zip(manifest.variants, variants)]
+        crf = measure_crf_rows(root, manifest, measured, inputs, threads=threads, accuracy=accuracy,
+                               progress=progress and is_main_process())
         report = _assemble(root, manifest, shared, reference, variants, accuracy, data)
-        report["notes"] = _notes(manifest, variants, accuracy, skip_accuracy)
+        report["crf"] = crf.rows
+        report["notes"] = _notes(manifest, variants, accuracy, skip_accuracy) + crf.notes
         if ctx is not None:
             report["distributed"] = {"world_size": ctx.world_size, "backend": ctx.backend,
                                      "shard_block": block if accuracy else None}

@@ -3,6 +3,7 @@ passes the TensorRT check and matches PyTorch on ONNX Runtime."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,14 +11,13 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error
 
-from segexport.data import Preprocess, normalize_batch
+from segexport.data import Preprocess, load_arrays, normalize_batch, open_dataset
 from segexport.errors import ConfigError
 from segexport.export.metadata import read_metadata
-from segexport.export.source import resolve_source
+from segexport.export.onnx_export import export_onnx
 from segexport.export.verify_onnx import open_session
 from segexport.postprocess import (
     ConvCRF,
-    CrfModel,
     CrfParams,
     crf_params,
     denormalize,
@@ -34,7 +34,7 @@ def test_window_covering_the_image_equals_the_exact_host_crf() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 6, 7, 3), dtype=np.uint8)
     logits = rng.normal(0.0, 2.0, (2, 5, 6, 7)).astype(np.float32)
-    crf = ConvCRF(PARAMS, mean=PRE.mean, std=PRE.std, window=13)  # every offset of a 6x7 image
+    crf = ConvCRF(PARAMS, mean=PRE.mean, std=PRE.std, window=13, dilation=1)  # every offset of 6x7
     x = normalize_batch(torch.from_numpy(images), PRE)
     with torch.no_grad():
         conv = crf(torch.from_numpy(logits), x).numpy()
@@ -53,33 +53,62 @@ def test_bad_window_is_a_config_error() -> None:
         ConvCRF(PARAMS, mean=PRE.mean, std=PRE.std, window=6)
 
 
-def test_export_crf_conv_passes_trt_check_and_matches_pytorch(cli, tmp_path) -> None:
+class _LogitsAndCrf(torch.nn.Module):
+    """Decisive logits from a fixed 1x1 conv, then a ConvCRF: the CRF's graph in seconds."""
+
+    def __init__(self, crf: ConvCRF) -> None:
+        super().__init__()
+        self.head = torch.nn.Conv2d(3, 5, 1)
+        self.crf = crf
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.crf(10.0 * self.head(images), images)
+
+
+def _scenes(count: int, side: int) -> np.ndarray:
+    pre = Preprocess(size=(side, side))
+    images, _ = load_arrays(open_dataset("synthetic", "val", size=(side, side), seed=1, length=count), pre)
+    return normalize_batch(torch.from_numpy(images), pre).numpy()
+
+
+@pytest.mark.parametrize("iterations", [2, 10])
+def test_exported_conv_crf_matches_pytorch_on_onnxruntime(tmp_path, iterations: int) -> None:
+    torch.manual_seed(0)
+    params = dataclasses.replace(crf_params(load_recipe("deeplabv1")), iterations=iterations)
+    model = _LogitsAndCrf(ConvCRF(params, mean=PRE.mean, std=PRE.std)).eval()
+    export_onnx(model, tmp_path / "crf.onnx", input_size=(48, 48))
+    x = _scenes(4, 48)
+    session = open_session(tmp_path / "crf.onnx")
+    got = session.run(None, {"images": x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    diff = np.abs(got - want)
+    if iterations <= 2:
+        assert diff.max() <= 1e-4
+    else:
+        # Mean field amplifies 1-ulp differences (exp, summation order) about 2x per iteration
+        # at pixels where two classes tie: after 10 iterations a few logits in 10^4 may
+        # differ by ~1e-4 between backends; labels never.
+        assert np.quantile(diff, 0.9999) <= 1e-4
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+    singles = np.concatenate([session.run(None, {"images": x[i : i + 1]})[0] for i in range(4)])
+    np.testing.assert_array_equal(singles, got)
+
+
+def test_export_crf_conv_passes_trt_check(cli, tmp_path) -> None:
     out = tmp_path / "export"
     result = cli("export", "deeplabv1", "--input-size", "64x64", "--images", "4", "--crf", "conv",
                  "--out", out, "--json")
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["crf"] == "conv" and summary["passed"] is True
-    assert summary["max_logit_error"] <= 1e-4
+    assert summary["crf"] == "conv" and summary["passed"] is True and summary["agreement"] >= 0.9999
     assert summary["verification"]["batch"]["identical"] is True
     report = summary["crf_vs_host"]
-    assert report["window"] == 7 and 0.0 <= report["agreement_vs_host"] <= 1.0
+    assert (report["window"], report["dilation"]) == (7, 3) and 0.0 <= report["agreement_vs_host"] <= 1.0
     assert read_metadata(out / "model.onnx")["crf"] == "conv"
-
     check = cli("check", out / "model.onnx", "--json")
     assert check.code == 0, check.stdout + check.stderr
     assert json.loads(check.stdout)["findings"] == []
-
-    # The same seeded model + ConvCRF in PyTorch vs the file on ONNX Runtime, on new inputs.
-    src = resolve_source("deeplabv1", seed=0)
-    pre = Preprocess(size=(64, 64))
-    model = CrfModel(src.model, ConvCRF(crf_params(load_recipe("deeplabv1")), mean=pre.mean, std=pre.std)).eval()
-    images = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    x = normalize_batch(torch.from_numpy(images), pre)
-    with torch.no_grad():
-        want = model(x).numpy()
-    got = open_session(out / "model.onnx").run(None, {"images": x.numpy()})[0]
-    assert np.abs(got - want).max() <= 1e-4
 
 
 def test_export_crf_host_is_a_usage_error(cli, tmp_path) -> None:

@@ -157,3 +157,23 @@ def test_summary_file_keeps_one_entry_per_variant(tensorrt_int8, deeplab_onnx):
     variants = json.loads((out / "quantize.json").read_text())["variants"]
     assert set(variants) == {"int8.tensorrt", "int8.cpu"}
     assert variants["int8.cpu"]["calibration"]["cache"]["reused"] is True
+
+
+def test_logits_tail_stays_fp32_in_the_cpu_model(fcn8s_onnx, tmp_path):
+    """The operators after the classifier (FCN-8s: score fusion and resizes) get no Q/DQ."""
+    from segexport.precision.int8 import logits_tail
+
+    fp32 = onnx.load(str(fcn8s_onnx))
+    tail = logits_tail(fp32)
+    ops = {n.name: n.op_type for n in fp32.graph.node}
+    assert tail and "Conv" not in {ops[name] for name in tail}
+    last = [n for n in fp32.graph.node if n.op_type == "Conv"][-1].name
+    assert last not in tail and fp32.graph.node[-1].name in tail
+    result = quantize_model(fcn8s_onnx, precision="int8", target="cpu", out=tmp_path, **FAST)
+    model = onnx.load(str(result.model_path))
+    tail_nodes = [n for n in model.graph.node if n.name in set(tail)]
+    assert len(tail_nodes) == len(tail)
+    tail_outputs = {out for n in tail_nodes for out in n.output}
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert not tail_outputs & quantized  # every tail operator computes and passes on FP32
+    assert json.loads(dict((p.key, p.value) for p in model.metadata_props)["fp32_logits_tail"]) == tail
