@@ -73,7 +73,7 @@ def main() -> None:
         rows += run_arch(arch, args.root, args.out)
     rows.sort(key=lambda r: (SEEDS.index(r["arch"]) if r["arch"] in SEEDS else 99, r["variant"]))
     args.json.write_text(json.dumps(rows, indent=1) + "\n")
-    print(f"\n| arch | variant | budget | PyTorch FP32 | ORT FP32 | variant | drop vs PyTorch (pts) | kept FP32 | pass |")
+    print("\n| arch | variant | budget | PyTorch FP32 | ORT FP32 | variant | drop vs PyTorch (pts) | kept FP32 | pass |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         extra = f" (true half {r['true_half_drop']:.2f})" if "true_half_drop" in r else ""

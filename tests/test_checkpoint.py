@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from segexport.checkpoint import (
-    METRICS_JSON, MODEL_JSON, WEIGHTS, fit_state_dict, load_checkpoint, read_state_dict,
+    METRICS_JSON,
+    MODEL_JSON,
+    WEIGHTS,
+    fit_state_dict,
+    load_checkpoint,
+    read_state_dict,
 )
 from segexport.errors import CheckpointError, InputError
 from segexport.models import build_model

@@ -12,15 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import assert_one_line_error
 from safetensors.torch import save_file
 
-from cli_helpers import assert_one_line_error
 from segexport.checkpoint import load_checkpoint
 from segexport.errors import CheckpointError, InputError
 from segexport.models import build_model
 from segexport.recipe import load_recipe, resolve_recipe
 from segexport.train import train_checkpoint
-from segexport.weights import file_sha256, load_backbone_weights, model_from_weights_file
+from segexport.weights import (
+    file_sha256,
+    load_backbone_weights,
+    model_from_weights_file,
+)
 
 KEYS_DIR = Path(__file__).parent / "fixtures" / "torchvision_keys"
 

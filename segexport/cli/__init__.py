@@ -26,7 +26,14 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _register_commands() -> None:
-    from segexport.cli import check_cmd, evaluate_cmd, export_cmd, list_cmd, quantize_cmd, train_cmd
+    from segexport.cli import (
+        check_cmd,
+        evaluate_cmd,
+        export_cmd,
+        list_cmd,
+        quantize_cmd,
+        train_cmd,
+    )
 
     for module in (list_cmd, train_cmd, evaluate_cmd, export_cmd, quantize_cmd, check_cmd):
         module.register(app)

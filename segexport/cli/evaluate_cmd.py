@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -13,8 +12,8 @@ from rich.table import Table
 
 def evaluate_command(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder written by `segexport train`."),
-    data: Optional[str] = typer.Option(None, help="Data spec (default: the data it was trained on)."),
-    images: Optional[int] = typer.Option(None, min=1, help="Evaluate the first N val images."),
+    data: str | None = typer.Option(None, help="Data spec (default: the data it was trained on)."),
+    images: int | None = typer.Option(None, min=1, help="Evaluate the first N val images."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,7 +15,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _OUTPUTS = ("logits", "labels", "both")
 
 
-def parse_input_size(value: Optional[str]) -> Optional[tuple[int, int]]:
+def parse_input_size(value: str | None) -> tuple[int, int] | None:
     """``"HxW"`` -> ``(H, W)``; None stays None.
 
     Raises:
@@ -37,7 +37,7 @@ def _check_output(value: str) -> str:
     return value
 
 
-def _fmt(value: Optional[float], spec: str) -> str:
+def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -72,12 +72,12 @@ def _print_summary(result: Any) -> None:
 
 def export_command(
     source: str = typer.Argument(..., metavar="ARCH|CHECKPOINT_DIR", help="Architecture name or checkpoint folder."),
-    out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(
         None, help="Output folder (default: builds/ARCH/export; for a checkpoint folder, 'export' beside it)."
     ),
-    size: Optional[str] = typer.Option(None, help="Model size for an ARCH: tiny or paper."),
-    checkpoint: Optional[Path] = typer.Option(None, help="State-dict file (torchvision or segexport) for an ARCH."),
-    input_size: Optional[str] = typer.Option(None, "--input-size", help="HEIGHTxWIDTH (default: the checkpoint's or recipe's)."),
+    size: str | None = typer.Option(None, help="Model size for an ARCH: tiny or paper."),
+    checkpoint: Path | None = typer.Option(None, help="State-dict file (torchvision or segexport) for an ARCH."),
+    input_size: str | None = typer.Option(None, "--input-size", help="HEIGHTxWIDTH (default: the checkpoint's or recipe's)."),
     opset: int = typer.Option(18, help="ONNX opset, 18 to 23 (18: native to the exporter, read by TensorRT 10)."),
     dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--static-batch", help="Dynamic batch axis, or batch 1."),
     dynamic_hw: bool = typer.Option(False, "--dynamic-hw", help="Dynamic height and width, verified at three sizes."),

@@ -20,7 +20,9 @@ def list_command(
 
         segexport list --json | jq '.[].name'
     """
-    from segexport.models import list_models  # lazily: torch loads only when a command runs
+    from segexport.models import (
+        list_models,  # lazily: torch loads only when a command runs
+    )
 
     entries = list_models()
     if as_json:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 
-def _fmt(value: Optional[float], spec: str) -> str:
+def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -67,25 +67,25 @@ def quantize_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="FP32 ONNX model (from segexport export, or one image input)."),
     int8: bool = typer.Option(False, "--int8", help="Make the INT8 model of --target."),
     fp16: bool = typer.Option(False, "--fp16", help="Make model.fp16.onnx (FP32 inputs and outputs)."),
-    target: Optional[str] = typer.Option(None, help="INT8 target: tensorrt (default; symmetric Q/DQ) or cpu (QLinear kernels)."),
-    calib: Optional[str] = typer.Option(
+    target: str | None = typer.Option(None, help="INT8 target: tensorrt (default; symmetric Q/DQ) or cpu (QLinear kernels)."),
+    calib: str | None = typer.Option(
         None, help="Calibration images: a folder, or synthetic (default), voc:PATH, cityscapes:PATH, folder:PATH."
     ),
-    calib_images: Optional[int] = typer.Option(None, "--calib-images", help="Calibration images to sample (default 256)."),
-    method: Optional[str] = typer.Option(None, help="Calibration: minmax (default), entropy or percentile."),
-    percentile: Optional[float] = typer.Option(None, help="Percentile kept by --method percentile (default 99.99)."),
-    calib_cache: Optional[Path] = typer.Option(
+    calib_images: int | None = typer.Option(None, "--calib-images", help="Calibration images to sample (default 256)."),
+    method: str | None = typer.Option(None, help="Calibration: minmax (default), entropy or percentile."),
+    percentile: float | None = typer.Option(None, help="Percentile kept by --method percentile (default 99.99)."),
+    calib_cache: Path | None = typer.Option(
         None, "--calib-cache", help="Ranges file: reused when it exists (no calibration), written when not."
     ),
-    budget: Optional[float] = typer.Option(
+    budget: float | None = typer.Option(
         None, help="Largest mIoU drop in points (default: the recipe's; INT8 1.0, CPU 0.5, FP16 0.1)."
     ),
-    max_fallback: Optional[int] = typer.Option(
+    max_fallback: int | None = typer.Option(
         None, "--max-fallback", help="Most layers kept in FP32 to meet the budget (default: a fifth; 0: off)."
     ),
-    val: Optional[str] = typer.Option(None, help="Validation data spec (default: synthetic)."),
-    val_images: Optional[int] = typer.Option(None, "--val-images", help="Validation images (default: the whole split)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: the model's folder)."),
+    val: str | None = typer.Option(None, help="Validation data spec (default: synthetic)."),
+    val_images: int | None = typer.Option(None, "--val-images", help="Validation images (default: the whole split)."),
+    out: Path | None = typer.Option(None, help="Output folder (default: the model's folder)."),
     seed: int = typer.Option(0, help="Seed of the calibration sample and of the synthetic data."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,18 +12,18 @@ from segexport.recipe import load_recipe, resolve_recipe
 
 def train_command(
     arch: str = typer.Argument(..., help="Architecture name (see `segexport list`)."),
-    size: Optional[str] = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
-    backbone: Optional[str] = typer.Option(None, help="Backbone name (default: recipe)."),
-    data: Optional[str] = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH."),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Training epochs (default: recipe)."),
-    batch_size: Optional[int] = typer.Option(
+    size: str | None = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
+    backbone: str | None = typer.Option(None, help="Backbone name (default: recipe)."),
+    data: str | None = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH."),
+    epochs: int | None = typer.Option(None, min=1, help="Training epochs (default: recipe)."),
+    batch_size: int | None = typer.Option(
         None, "--batch-size", min=2, help="Batch size, per process under torchrun (default: recipe)."
     ),
-    lr: Optional[float] = typer.Option(None, min=0.0, help="Peak learning rate (default: recipe)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed for data, init and augmentation."),
-    recipe: Optional[Path] = typer.Option(None, help="Recipe TOML to use instead of the packaged one."),
-    out: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: builds/ARCH/reference)."),
-    backbone_checkpoint: Optional[Path] = typer.Option(
+    lr: float | None = typer.Option(None, min=0.0, help="Peak learning rate (default: recipe)."),
+    seed: int | None = typer.Option(None, help="Random seed for data, init and augmentation."),
+    recipe: Path | None = typer.Option(None, help="Recipe TOML to use instead of the packaged one."),
+    out: Path | None = typer.Option(None, help="Checkpoint folder (default: builds/ARCH/reference)."),
+    backbone_checkpoint: Path | None = typer.Option(
         None, "--backbone-checkpoint", help="ImageNet weights (torchvision .pth or .safetensors) for the backbone."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),

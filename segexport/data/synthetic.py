@@ -14,7 +14,12 @@ import numpy as np
 
 from segexport.data.shapes import SHAPE_TESTS, Placement, rasterize_shape
 from segexport.data.source import Sample, check_index
-from segexport.data.textures import add_noise, apply_lighting, gaussian_blur, random_texture
+from segexport.data.textures import (
+    add_noise,
+    apply_lighting,
+    gaussian_blur,
+    random_texture,
+)
 from segexport.errors import ConfigError
 
 SYNTHETIC_CLASSES: tuple[str, ...] = (

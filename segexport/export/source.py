@@ -14,7 +14,12 @@ from pathlib import Path
 import torch
 
 from segexport.checkpoint import WEIGHTS, load_checkpoint
-from segexport.data import CITYSCAPES_CLASSES, SYNTHETIC_CLASSES, VOC_CLASSES, Preprocess
+from segexport.data import (
+    CITYSCAPES_CLASSES,
+    SYNTHETIC_CLASSES,
+    VOC_CLASSES,
+    Preprocess,
+)
 from segexport.errors import ConfigError, InputError
 from segexport.models import SegmentationModel, build_model, get_entry
 from segexport.recipe import load_recipe

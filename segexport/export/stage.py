@@ -19,7 +19,13 @@ from torch import nn
 from segexport.data import Preprocess, load_arrays, normalize_batch, open_dataset
 from segexport.errors import CheckFailed, ConfigError, SegexportError
 from segexport.export.metadata import export_metadata
-from segexport.export.onnx_export import DEFAULT_OPSET, OUTPUT_NAMES, OnnxExport, check_export_options, export_onnx
+from segexport.export.onnx_export import (
+    DEFAULT_OPSET,
+    OUTPUT_NAMES,
+    OnnxExport,
+    check_export_options,
+    export_onnx,
+)
 from segexport.export.source import ExportSource, resolve_source
 from segexport.export.verify_onnx import AGREEMENT_BUDGET, verify_onnx
 from segexport.fsutil import write_json

@@ -17,9 +17,9 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Union
 
 import onnx
 import onnx.inliner
@@ -128,7 +128,7 @@ def load_trt_table(path: Path = TABLE_PATH) -> TrtTable:
     )
 
 
-def _load_model(model: Union[onnx.ModelProto, str, Path]) -> tuple[onnx.ModelProto, str]:
+def _load_model(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, str]:
     if isinstance(model, onnx.ModelProto):
         return model, model.graph.name or "model"
     path = Path(model)
@@ -240,7 +240,7 @@ def _check_tensor_types(table: TrtTable, index: GraphIndex, flagged: set[str]) -
                           "FLOAT, clamping to +-FLT_MAX", "types.tensor")
 
 
-def check_tensorrt_compat(model: Union[onnx.ModelProto, str, Path]) -> CompatReport:
+def check_tensorrt_compat(model: onnx.ModelProto | str | Path) -> CompatReport:
     """Check an ONNX model against TensorRT's operator support matrix, statically.
 
     Args:

@@ -8,14 +8,14 @@ The index answers them for the main graph and every ``If``/``Loop``/``Scan`` bod
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-Dims = tuple[Optional[int], ...]
+Dims = tuple[int | None, ...]
 
 _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 

@@ -7,7 +7,8 @@ here. A rule function looks at one node and yields ``(severity, message)`` pairs
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import onnx

@@ -18,7 +18,7 @@ shrink by 3, the same scaling as the tiny deeplabv3 and deeplabv3p.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -18,7 +18,7 @@ models (3x3 conv head, no multi-grid, OS8) live in ``torchvision_compat``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

@@ -10,7 +10,7 @@ separable convs, then a 4x bilinear resize. ``tiny`` keeps the graph on a narrow
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -18,7 +18,7 @@ pooling for a static input shape, including bins that do not divide the feature 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,8 +26,8 @@ from torch import nn
 from segexport.errors import ConfigError
 from segexport.models.registry import register_model
 from segexport.models.shell import SegmentationModel, choose_backbone
-from segexport.nn import build_backbone
 from segexport.models.torchvision_compat import fcn_head
+from segexport.nn import build_backbone
 from segexport.nn.blocks import ImagePooling, conv_bn_relu
 
 PAPER_BACKBONES = ("resnet50", "resnet101")

@@ -10,9 +10,9 @@ import difflib
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from segexport.errors import ConfigError, UnknownNameError
 from segexport.models.shell import SegmentationModel

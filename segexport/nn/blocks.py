@@ -6,7 +6,7 @@ them share torchvision's state-dict keys.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -95,7 +95,7 @@ class ResNet(Backbone):
 
     def __init__(
         self,
-        block: type[BasicBlock] | type[Bottleneck],
+        block: type[BasicBlock | Bottleneck],
         layers: tuple[int, int, int, int],
         widths: tuple[int, int, int, int] = (64, 128, 256, 512),
         *,
@@ -129,7 +129,7 @@ class ResNet(Backbone):
 
     def _make_layer(
         self,
-        block: type[BasicBlock] | type[Bottleneck],
+        block: type[BasicBlock | Bottleneck],
         planes: int,
         blocks: int,
         stride: int,

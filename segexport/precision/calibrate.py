@@ -133,7 +133,7 @@ class _OneBatch:
         item, self._item = self._item, None
         return item
 
-    def __iter__(self) -> "_OneBatch":
+    def __iter__(self) -> _OneBatch:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:

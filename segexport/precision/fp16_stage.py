@@ -10,9 +10,14 @@ from typing import Any
 
 import onnx
 
-from segexport.precision.fp16 import FP16_FILENAME, convert_fp16, fp16_layers, torch_half_parity
+from segexport.precision.fp16 import (
+    FP16_FILENAME,
+    convert_fp16,
+    fp16_layers,
+    torch_half_parity,
+)
 from segexport.precision.onnx_model import ModelInfo
-from segexport.precision.stage import Context, build_and_judge, budget_problem
+from segexport.precision.stage import Context, budget_problem, build_and_judge
 
 ORT_LABEL = "FP16 model on ONNX Runtime (CPU provider: FP16 tensors, most kernels compute in FP32)"
 

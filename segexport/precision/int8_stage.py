@@ -12,13 +12,33 @@ import numpy as np
 
 from segexport.errors import ConfigError
 from segexport.fsutil import atomic_path
-from segexport.precision.calibrate import DEFAULT_METHOD, CalibrationSettings, calibrate, check_cache, save_ranges
-from segexport.precision.calibration_data import DEFAULT_CALIB, DEFAULT_CALIB_IMAGES, load_calibration_images
-from segexport.precision.int8 import (
-    DEFAULT_TARGET, Int8Target, get_target, optimized_op_counts, qdq_facts, quantize_int8, quantized_layers,
+from segexport.precision.calibrate import (
+    DEFAULT_METHOD,
+    CalibrationSettings,
+    calibrate,
+    check_cache,
+    save_ranges,
 )
-from segexport.precision.stage import Context, build_and_judge, budget_problem
-from segexport.precision.trt_cache import installed_trt_version, version_number, write_trt_cache
+from segexport.precision.calibration_data import (
+    DEFAULT_CALIB,
+    DEFAULT_CALIB_IMAGES,
+    load_calibration_images,
+)
+from segexport.precision.int8 import (
+    DEFAULT_TARGET,
+    Int8Target,
+    get_target,
+    optimized_op_counts,
+    qdq_facts,
+    quantize_int8,
+    quantized_layers,
+)
+from segexport.precision.stage import Context, budget_problem, build_and_judge
+from segexport.precision.trt_cache import (
+    installed_trt_version,
+    version_number,
+    write_trt_cache,
+)
 
 RANGES_NAME = "calibration.json"
 TRT_CACHE_NAME = "calibration.cache"

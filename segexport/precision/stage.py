@@ -20,9 +20,22 @@ from typing import Any
 import numpy as np
 
 from segexport.errors import CheckFailed, ConfigError
-from segexport.precision.evaluate import DEFAULT_VAL, Prediction, ValData, load_val, logit_error, predict, score
+from segexport.precision.evaluate import (
+    DEFAULT_VAL,
+    Prediction,
+    ValData,
+    load_val,
+    logit_error,
+    predict,
+    score,
+)
 from segexport.precision.onnx_model import ModelInfo, read_model_info
-from segexport.precision.sensitivity import SENSITIVITY_IMAGES, default_max_fallback, keep_until_budget, rank_layers
+from segexport.precision.sensitivity import (
+    SENSITIVITY_IMAGES,
+    default_max_fallback,
+    keep_until_budget,
+    rank_layers,
+)
 from segexport.precision.summary import write_summary
 from segexport.recipe import Recipe, load_recipe
 

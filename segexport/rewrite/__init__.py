@@ -38,6 +38,6 @@ class RewriteRecord:
         return asdict(self)
 
 
-from segexport.rewrite.apply import apply_rewrites  # noqa: E402  (needs RewriteRecord)
+from segexport.rewrite.apply import apply_rewrites
 
 __all__ = ["RewriteRecord", "apply_rewrites"]

@@ -6,7 +6,12 @@ import torch
 from torch import nn
 
 from segexport.rewrite import RewriteRecord
-from segexport.rewrite.common import argmax_agreement, check_images, eval_copy, max_abs_diff
+from segexport.rewrite.common import (
+    argmax_agreement,
+    check_images,
+    eval_copy,
+    max_abs_diff,
+)
 from segexport.rewrite.deconv_to_resize import rewrite_deconvs_
 from segexport.rewrite.fit_decision import FitContext
 from segexport.rewrite.fixed_adaptive_pool import rewrite_adaptive_pools_

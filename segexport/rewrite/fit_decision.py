@@ -7,9 +7,8 @@ how good the model is); mIoU before and after are reported beside it for the rea
 
 from __future__ import annotations
 
-from functools import partial
-
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -26,7 +25,11 @@ from segexport.rewrite.common import (
     run_batched,
 )
 from segexport.rewrite.resize_conv_fit import fit_resize_conv
-from segexport.verify.metrics import IGNORE_INDEX, confusion_matrix, metrics_from_confusion
+from segexport.verify.metrics import (
+    IGNORE_INDEX,
+    confusion_matrix,
+    metrics_from_confusion,
+)
 
 RULE = "deconv_to_resize"
 _record = partial(record, RULE)

@@ -4,9 +4,8 @@ import json
 import shutil
 
 import numpy as np
-from PIL import Image
-
 from cli_helpers import assert_one_line_error
+from PIL import Image
 
 
 def _folder_dataset(root, n=4, size=64, mask_max=2):

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from segexport.data import IGNORE_INDEX, Preprocess, Sample, SyntheticDataset, load_arrays, normalize_batch
+from segexport.data import (
+    IGNORE_INDEX,
+    Preprocess,
+    Sample,
+    SyntheticDataset,
+    load_arrays,
+    normalize_batch,
+)
 from segexport.errors import ConfigError, InputError
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segexport.data import DEFAULT_SPLIT_SIZES, SYNTHETIC_CLASSES, SyntheticDataset, render_scene
+from segexport.data import (
+    DEFAULT_SPLIT_SIZES,
+    SYNTHETIC_CLASSES,
+    SyntheticDataset,
+    render_scene,
+)
 from segexport.errors import ConfigError
 
 

@@ -14,7 +14,11 @@ from segexport.checkpoint import WEIGHTS, load_checkpoint
 from segexport.data import SYNTHETIC_CLASSES
 from segexport.errors import CheckFailed, ConfigError
 from segexport.export.metadata import read_metadata, set_metadata
-from segexport.export.onnx_export import ORT_MAX_IR_VERSION, check_export_options, set_ir_version
+from segexport.export.onnx_export import (
+    ORT_MAX_IR_VERSION,
+    check_export_options,
+    set_ir_version,
+)
 from segexport.export.stage import export_model
 from segexport.export.verify_onnx import open_session, run_onnx, verify_onnx
 from segexport.models import build_model
@@ -165,7 +169,7 @@ def test_static_batch_labels_only_without_simplifier(tiny_fcn8s_checkpoint, tmp_
 
 @pytest.mark.slow
 def test_failed_verification_writes_the_summary_then_raises(tiny_fcn8s_checkpoint, tmp_path, monkeypatch):
-    import segexport.export.stage as stage
+    from segexport.export import stage
 
     real = stage.verify_onnx
     # A budget no graph can meet stands in for a graph that disagrees with PyTorch.

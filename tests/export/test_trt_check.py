@@ -5,11 +5,10 @@ import json
 import numpy as np
 import onnx
 import pytest
+from cli_helpers import assert_one_line_error, run_cli
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
-
-from cli_helpers import assert_one_line_error, run_cli
 
 from segexport.errors import InputError
 from segexport.export.trt_check import TABLE_PATH, check_tensorrt_compat, load_trt_table

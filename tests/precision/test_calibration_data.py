@@ -11,7 +11,10 @@ from PIL import Image
 
 from segexport.data import Preprocess
 from segexport.errors import InputError
-from segexport.precision.calibration_data import is_dataset_spec, load_calibration_images
+from segexport.precision.calibration_data import (
+    is_dataset_spec,
+    load_calibration_images,
+)
 from segexport.precision.manifest import MANIFEST_PATH, synthetic_manifest
 
 PRE = Preprocess(size=(32, 48), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))

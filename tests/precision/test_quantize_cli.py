@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from PIL import Image
-
 from cli_helpers import assert_one_line_error
+from PIL import Image
 
 
 def _images(folder, count, broken=0):

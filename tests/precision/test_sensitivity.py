@@ -8,7 +8,11 @@ import onnx
 import pytest
 
 from segexport.errors import CheckFailed, ConfigError
-from segexport.precision.sensitivity import default_max_fallback, keep_until_budget, rank_layers
+from segexport.precision.sensitivity import (
+    default_max_fallback,
+    keep_until_budget,
+    rank_layers,
+)
 from segexport.precision.stage import quantize_model
 
 # A fake variant: each layer adds a known logit error and costs a known mIoU (in points) when quantized.

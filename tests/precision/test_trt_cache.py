@@ -9,7 +9,12 @@ import pytest
 
 from segexport.errors import InputError
 from segexport.precision.trt_cache import (
-    format_trt_cache, parse_trt_cache, read_trt_cache, scale_of, version_number, write_trt_cache,
+    format_trt_cache,
+    parse_trt_cache,
+    read_trt_cache,
+    scale_of,
+    version_number,
+    write_trt_cache,
 )
 
 AMAX = {"images": 2.64, "/backbone/conv1/Conv_output_0": 11.5, "add_1": 1e-3, "zero": 0.0}

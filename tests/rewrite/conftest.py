@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 from torch import nn
 
 
-def _export(tmp_path: Path) -> Callable[..., "onnx.ModelProto"]:  # noqa: F821
+def _export(tmp_path: Path) -> Callable[..., onnx.ModelProto]:  # noqa: F821
     import onnx
 
     def export(module: nn.Module, x: torch.Tensor, name: str = "model") -> onnx.ModelProto:
@@ -30,7 +30,7 @@ def export_onnx(tmp_path: Path):
     return _export(tmp_path)
 
 
-def run_onnx(model: "onnx.ModelProto", x: torch.Tensor) -> torch.Tensor:  # noqa: F821
+def run_onnx(model: onnx.ModelProto, x: torch.Tensor) -> torch.Tensor:  # noqa: F821
     """The first output of ``model`` on ``x`` with ONNX Runtime (CPU)."""
     import onnxruntime as ort
 

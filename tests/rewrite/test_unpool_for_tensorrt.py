@@ -8,7 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from segexport.models import build_model
-from segexport.rewrite.unpool_for_tensorrt import MaxPoolSwitches, SwitchUnpool, unpool_for_tensorrt
+from segexport.rewrite.unpool_for_tensorrt import (
+    MaxPoolSwitches,
+    SwitchUnpool,
+    unpool_for_tensorrt,
+)
 
 
 class PoolUnpool(nn.Module):
