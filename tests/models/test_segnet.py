@@ -74,7 +74,7 @@ def test_unpooling_puts_values_at_the_encoders_argmax() -> None:
 def test_encoder_keeps_the_backbone_contract() -> None:
     model = build_model("segnet", size="tiny", num_classes=5).eval()
     info = model.backbone.feature_info
-    assert info.channels == (8, 16, 32, 64, 64)
+    assert info.channels == (24, 32, 48, 64, 64)
     assert info.reductions == (2, 4, 8, 16, 32)
     with torch.no_grad():
         feats = model.backbone(torch.randn(1, 3, 64, 96))

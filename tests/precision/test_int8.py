@@ -177,3 +177,19 @@ def test_logits_tail_stays_fp32_in_the_cpu_model(fcn8s_onnx, tmp_path):
     quantized = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     assert not tail_outputs & quantized  # every tail operator computes and passes on FP32
     assert json.loads(dict((p.key, p.value) for p in model.metadata_props)["fp32_logits_tail"]) == tail
+
+
+def test_unpool_masks_compare_unquantized_tensors(tmp_path):
+    """SegNet's rewritten MaxUnpool compares pooled values with the window's inputs: both the
+    pools and the comparisons must see FP32 tensors, or every mask breaks (tensorrt target)."""
+    from segexport.export.stage import export_model
+
+    onnx_path = export_model("segnet", size="tiny", input_size=(64, 64), out=tmp_path / "fp32", images=2).onnx_path
+    result = quantize_model(onnx_path, precision="int8", target="tensorrt", out=tmp_path, **{**FAST, "budget": 100.0})
+    model = onnx.load(str(result.model_path))
+    producers = {out: n for n in model.graph.node for out in n.output}
+    equals = [n for n in model.graph.node if n.op_type == "Equal"]
+    pools = [n for n in model.graph.node if n.op_type == "MaxPool"]
+    assert equals and len(pools) == 5
+    assert all(producers[i].op_type != "DequantizeLinear" for n in equals for i in n.input if i in producers)
+    assert all(producers[n.input[0]].op_type != "DequantizeLinear" for n in pools)
