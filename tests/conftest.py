@@ -36,32 +36,9 @@ def tiny_fcn8s_checkpoint(tmp_path_factory) -> Path:
     return _train_tiny("fcn8s", tmp_path_factory.mktemp("ckpt") / "fcn8s")
 
 
-def _assemble_build(checkpoint: Path, root: Path) -> Path:
-    """A hand-assembled build folder (what `segexport build` writes): the reference checkpoint,
-    model.onnx, a CPU INT8 model and build.json with an onnx, pytorch-fp16, onnx-int8-cpu and a
-    skipped TensorRT variant. Budgets are loose so the build passes; tests tighten them."""
-    import shutil
-
-    from segexport.export.stage import export_model
-    from segexport.precision.stage import quantize_model
-    from segexport.verify.manifest import BuildManifest, VariantSpec, write_manifest
-
-    shutil.copytree(checkpoint, root / "reference")
-    onnx = export_model(str(checkpoint), out=root, images=8).onnx_path
-    quantize_model(onnx, precision="int8", target="cpu", calib_images=4, method="minmax", val_images=8,
-                   budget=100.0, max_fallback=0, progress=False)
-    variants = [
-        VariantSpec("onnx", "onnxruntime", "fp32", None, "model.onnx", 0.01),
-        VariantSpec("pytorch-fp16", "torch", "fp16", None, "reference", 1.0),
-        VariantSpec("onnx-int8-cpu", "onnxruntime", "int8", "cpu", "model.int8.cpu.onnx", 100.0),
-        VariantSpec("trt-int8", "tensorrt", "int8", "tensorrt", None, 1.0, skipped="no CUDA device (test build)"),
-    ]
-    write_manifest(root, BuildManifest(arch="deeplabv3p", reference="reference", data="synthetic", seed=0,
-                                       val_images=8, input_size=(64, 64), variants=variants))
-    return root
-
-
 @pytest.fixture(scope="session")
 def tiny_build_dir(tiny_checkpoint, tmp_path_factory) -> Path:
     """A small build folder of the tiny deeplabv3p (64x64, 8 val images); copy it before changing it."""
-    return _assemble_build(tiny_checkpoint, tmp_path_factory.mktemp("build") / "deeplabv3p")
+    from build_helpers import assemble_build
+
+    return assemble_build(tiny_checkpoint, tmp_path_factory.mktemp("build") / "deeplabv3p")

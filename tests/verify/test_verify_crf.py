@@ -16,7 +16,6 @@ from rich.console import Console
 
 from segexport.postprocess import crf_params, crf_row
 from segexport.recipe import load_recipe, resolve_recipe
-from segexport.verify.manifest import BuildManifest, VariantSpec, write_manifest
 from segexport.verify.render import print_report_table
 from segexport.verify.report import verify_build
 
@@ -52,23 +51,11 @@ def _seeded_deeplabv1(out: Path) -> Path:
 def v1_build(tmp_path_factory) -> Path:
     """A hand-assembled tiny deeplabv1 build (64x64): reference, model.onnx, a CPU INT8 model, and
     an onnx, pytorch-fp16, onnx-int8-cpu and a skipped TensorRT variant."""
-    from segexport.export.stage import export_model
-    from segexport.precision.stage import quantize_model
+    from build_helpers import assemble_build
 
     root = tmp_path_factory.mktemp("v1") / "deeplabv1"
     checkpoint = _seeded_deeplabv1(root / "reference")
-    onnx = export_model(str(checkpoint), out=root, images=IMAGES).onnx_path
-    quantize_model(onnx, precision="int8", target="cpu", calib_images=4, method="minmax", val_images=IMAGES,
-                   budget=100.0, max_fallback=0, progress=False)
-    variants = [
-        VariantSpec("onnx", "onnxruntime", "fp32", None, "model.onnx", 1.0),
-        VariantSpec("pytorch-fp16", "torch", "fp16", None, "reference", 1.0),
-        VariantSpec("onnx-int8-cpu", "onnxruntime", "int8", "cpu", "model.int8.cpu.onnx", 100.0),
-        VariantSpec("trt-int8", "tensorrt", "int8", "tensorrt", None, 1.0, skipped="no CUDA device (test build)"),
-    ]
-    write_manifest(root, BuildManifest(arch="deeplabv1", reference="reference", data="synthetic", seed=0,
-                                       val_images=IMAGES, input_size=(64, 64), variants=variants))
-    return root
+    return assemble_build(checkpoint, root, arch="deeplabv1", images=IMAGES, onnx_budget=1.0)
 
 
 def _copy(build: Path, target: Path) -> Path:
