@@ -138,7 +138,7 @@ def _half_or_bfloat16(model: torch.nn.Module, images: np.ndarray) -> tuple[np.nd
     ``model`` is not modified: each precision runs on a cast copy."""
     try:
         return _run(copy.deepcopy(model).half(), images, torch.float16, HALF_BATCH), "float16", None
-    except RuntimeError as exc:  # torch's "not implemented for 'Half'" (NotImplementedError is one too)
+    except RuntimeError as exc:  # torch's error for an operator without a CPU Half kernel (a RuntimeError subclass)
         if "Half" not in str(exc):
             raise
         missing = str(exc).splitlines()[0][:160]

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
 
 from segexport.data import Preprocess
 from segexport.errors import InputError
+from segexport.export.metadata import load_onnx_graph
 from segexport.weights import file_sha256
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "DynamicQuantizeLinear")
@@ -54,12 +54,7 @@ class ModelInfo:
 
 
 def _load(path: Path) -> onnx.ModelProto:
-    if not path.is_file():
-        raise InputError(f"{path}: ONNX file not found; pass the model.onnx written by `segexport export`")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError) as exc:  # which one depends on the damage
-        raise InputError(f"{path}: not an ONNX model ({type(exc).__name__}); {_FIX}") from exc
+    return load_onnx_graph(path, missing_fix="pass the model.onnx written by `segexport export`", invalid_fix=_FIX)
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
