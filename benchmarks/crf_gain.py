@@ -4,7 +4,9 @@ without the host CRF and the exported ConvCRF.
 For each architecture: a tiny model trained with its recipe (or the checkpoint folder given
 with ``--checkpoint ARCH=DIR``), its logits on the recipe's val split from the torch runner,
 then (1) no CRF, (2) the host dense CRF with the recipe's parameters (timed per image), (3) the
-model exported with ``--crf conv`` and run on ONNX Runtime. Trimap mIoU counts pixels within
+model exported with ``--crf conv`` and run on ONNX Runtime, at the ConvCRF's default iterations
+and at the host CRF's (with the export's max logit error against PyTorch and the CRF's own
+float32-vs-float64 error). Trimap mIoU counts pixels within
 ``--band`` pixels of a true boundary. ``--tune`` grid-searches the host CRF's parameters on the
 calib split instead (never on val) and prints the best settings.
 
@@ -37,6 +39,7 @@ from segexport.postprocess import (
     label_agreement,
     score_labels,
 )
+from segexport.postprocess.conv_crf import DEFAULT_ITERATIONS
 from segexport.recipe import load_recipe
 from segexport.runners import open_runner
 
@@ -93,17 +96,21 @@ def gain_rows(arch: str, checkpoint: Path, count: int | None, band: int) -> list
     classes, params = len(config.classes), crf_params(load_recipe(arch))
     logits = logits_of(checkpoint, images, config.preprocess)
     host, host_ms = host_crf(logits, images, params)
-    with tempfile.TemporaryDirectory() as tmp:
-        exported = export_model(str(checkpoint), out=tmp, crf="conv", images=8)
-        conv = logits_of(exported.onnx_path, images, config.preprocess)
     base = score_labels(masks, logits.argmax(1), classes, band)
     rows = [{"arch": arch, "variant": "pytorch", **base}]
     rows.append({"arch": arch, "variant": "pytorch+crf (host)", **score_labels(masks, host.argmax(1), classes, band),
                  "crf_ms": host_ms, "agreement_vs_host": 1.0})
-    window = exported.summary["crf_vs_host"]["window"], exported.summary["crf_vs_host"]["dilation"]
-    rows.append({"arch": arch, "variant": f"onnx --crf conv ({window[0]}x{window[0]}, dilation {window[1]})",
-                 **score_labels(masks, conv.argmax(1), classes, band), "crf_ms": None,
-                 "agreement_vs_host": label_agreement(conv, host)})
+    for iterations in sorted({DEFAULT_ITERATIONS, params.iterations}):
+        with tempfile.TemporaryDirectory() as tmp:
+            exported = export_model(str(checkpoint), out=tmp, crf="conv", crf_iterations=iterations, images=8)
+            conv = logits_of(exported.onnx_path, images, config.preprocess)
+        report = exported.summary["crf_vs_host"]
+        rows.append({"arch": arch, "variant": f"onnx --crf conv ({report['window']}x{report['window']}, dilation "
+                     f"{report['dilation']}, {iterations} iterations)",
+                     **score_labels(masks, conv.argmax(1), classes, band), "crf_ms": None,
+                     "agreement_vs_host": label_agreement(conv, host),
+                     "max_error_vs_pytorch": exported.summary["max_logit_error"],
+                     "float32_error": report["float32_error"]})
     for row in rows:
         row.update(images=len(images), miou_gain_pts=100 * (row["miou"] - base["miou"]),
                    trimap_gain_pts=100 * (row["trimap_miou"] - base["trimap_miou"]), crf=params.to_dict())
@@ -126,13 +133,14 @@ def tune(arch: str, checkpoint: Path, count: int, band: int) -> list[tuple[float
 
 def print_rows(rows: list[dict[str, Any]], band: int) -> None:
     print(f"| arch | variant | val mIoU | trimap mIoU ({band} px) | mIoU gain (pts) | trimap gain (pts) | "
-          "host CRF ms/image | label agreement with host CRF |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+          "host CRF ms/image | label agreement with host CRF | max |ONNX - PyTorch| | PyTorch float32 vs float64 |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         ms = "-" if r.get("crf_ms") is None else f"{r['crf_ms']:.0f}"
         agree = "-" if r.get("agreement_vs_host") is None else f"{r['agreement_vs_host']:.4f}"
+        err, floor = (("-" if r.get(k) is None else f"{r[k]:.1e}") for k in ("max_error_vs_pytorch", "float32_error"))
         print(f"| {r['arch']} | {r['variant']} | {r['miou']:.4f} | {r['trimap_miou']:.4f} | "
-              f"{r['miou_gain_pts']:+.2f} | {r['trimap_gain_pts']:+.2f} | {ms} | {agree} |", flush=True)
+              f"{r['miou_gain_pts']:+.2f} | {r['trimap_gain_pts']:+.2f} | {ms} | {agree} | {err} | {floor} |", flush=True)
 
 
 def parse_checkpoints(items: list[str]) -> dict[str, Path]:

@@ -31,11 +31,15 @@ from segexport.export.verify_onnx import AGREEMENT_BUDGET, verify_onnx
 from segexport.fsutil import write_json
 from segexport.models import check_input_size
 from segexport.postprocess import attach_conv_crf, check_crf_mode, crf_params
+from segexport.postprocess.conv_crf import DEFAULT_ITERATIONS as DEFAULT_CRF_ITERATIONS
+from segexport.postprocess.export import onnx_crf_error
 from segexport.recipe import load_recipe
+from segexport.rewrite.common import run_batched
 
 ONNX_NAME = "model.onnx"
 REWRITES_NAME = "rewrites.json"
 DEFAULT_IMAGES = 32
+CRF_TOLERANCE = 1e-4  # max |ONNX - PyTorch| of an exported CRF given the same logits
 
 
 @dataclass
@@ -157,6 +161,21 @@ def _summary(src: ExportSource, exported: OnnxExport, report: dict[str, Any], op
     }
 
 
+def _check_crf_part(path: Path, wrapped: Any, images: torch.Tensor, crf: dict[str, Any], report: dict[str, Any]) -> None:
+    """Measure the graph's CRF alone against PyTorch's (``crf["onnx_crf_error"]``); past
+    ``CRF_TOLERANCE``, or past 4x the CRF's own float32 error when that is larger (many
+    iterations), it is a problem in ``report``."""
+    with torch.no_grad():
+        logits = run_batched(wrapped.model, images)
+    error = onnx_crf_error(path, wrapped.crf, logits, images)
+    tolerance = max(CRF_TOLERANCE, 4 * crf["float32_error"])
+    crf.update(onnx_crf_error=error, onnx_crf_tolerance=tolerance)
+    if error > tolerance:
+        report["problems"].append(f"the graph's CRF differs from PyTorch's by {error:.1e} on the same logits "
+                                  f"(tolerance {tolerance:.1e})")
+        report["passed"] = False
+
+
 def export_model(
     source: str,
     *,
@@ -173,6 +192,7 @@ def export_model(
     images: int = DEFAULT_IMAGES,
     seed: int = 0,
     crf: str = "none",
+    crf_iterations: int = DEFAULT_CRF_ITERATIONS,
 ) -> ExportResult:
     """Export ``source`` (``ARCH`` or a checkpoint folder) to a verified ONNX file.
 
@@ -189,6 +209,8 @@ def export_model(
         crf: "conv" appends a ConvCRF (:mod:`segexport.postprocess.conv_crf`, parameters from
             the arch's recipe) to the graph, which then outputs refined logits; its agreement
             with the host CRF goes to the summary (``crf_vs_host``).
+        crf_iterations: the ConvCRF's mean-field steps (default 3; see
+            :mod:`segexport.postprocess.conv_crf` for why not the host CRF's 10).
 
     Returns:
         The ONNX and ``rewrites.json`` paths, the summary (also in ``rewrites.json``) and notes.
@@ -216,7 +238,8 @@ def export_model(
     if crf == "conv":
         t = time.perf_counter()
         rewritten, reference, crf_report = attach_conv_crf(
-            rewritten, src.model, data.images, preprocess, crf_params(load_recipe(src.arch)))
+            rewritten, src.model, data.images, preprocess, crf_params(load_recipe(src.arch)),
+            iterations=crf_iterations)
         seconds["crf"] = time.perf_counter() - t
     sizes = check_sizes(shape, src.model.input_divisor) if dynamic_hw else []
     _probe_sizes(rewritten, data.images, sizes)
@@ -226,6 +249,8 @@ def export_model(
     seconds["export"] = exported.seconds
     t = time.perf_counter()
     report = verify_onnx(exported.path, rewritten, data.images, reference=reference, sizes=sizes)
+    if crf_report is not None:
+        _check_crf_part(exported.path, rewritten, data.images, crf_report, report)
     seconds["verify"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
     options = {"input_size": list(shape), "dynamic_batch": dynamic_batch, "dynamic_hw": dynamic_hw,
