@@ -2,8 +2,14 @@
 
 One process, one input, the same threads for every engine: the model is exported (random
 weights are fine for speed), calibrated on the built-in data and quantized for the ``cpu``
-target; then each engine runs batch 1 after a warm-up, the engines taking turns on every
-iteration so that load from other processes hits them alike, and the medians are compared.
+target; then each engine runs batch 1 after a warm-up and the medians are compared.
+
+Engines take turns in blocks: every round runs each engine for a few timed iterations (after
+one untimed run), so that load from other processes hits them alike, but no engine is timed
+right after another. Taking turns on every iteration (``--schedule interleaved``) measures the
+thread pools fighting instead: ONNX Runtime's intra-op workers and torch's OpenMP workers keep
+spinning for a while after a run and take the cores from whatever runs next (measured here:
+INT8 114 ms interleaved against 83 ms in blocks, PyTorch 478 against 406; BENCHMARKS.md).
 
     python benchmarks/quantize_speed.py                                   # paper: ResNet-50 DeepLabv3+, 512x512
     python benchmarks/quantize_speed.py --size tiny --input-size 128x128  # a quick check
@@ -69,7 +75,8 @@ def runners(model: torch.nn.Module, fp32: Path, int8: Path, x: np.ndarray) -> di
     return out
 
 
-def time_round_robin(run: dict[str, Callable[[], Any]], warmup: int, runs: int) -> dict[str, list[float]]:
+def time_interleaved(run: dict[str, Callable[[], Any]], warmup: int, runs: int) -> dict[str, list[float]]:
+    """Each engine once per iteration, in turn: ``runs`` iterations after ``warmup`` each."""
     for fn in run.values():
         for _ in range(warmup):
             fn()
@@ -82,6 +89,23 @@ def time_round_robin(run: dict[str, Callable[[], Any]], warmup: int, runs: int) 
     return times
 
 
+def time_blocks(run: dict[str, Callable[[], Any]], warmup: int, runs: int, rounds: int) -> dict[str, list[float]]:
+    """``rounds`` rounds; in each, every engine runs once untimed, then ``runs / rounds`` timed."""
+    for fn in run.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in run}
+    per_round = max(1, -(-runs // rounds))
+    for _ in range(rounds):
+        for name, fn in run.items():
+            fn()
+            for _ in range(per_round):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="deeplabv3p")
@@ -91,21 +115,33 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--calib-images", type=int, default=32)
+    parser.add_argument("--schedule", choices=("blocks", "interleaved"), default="blocks",
+                        help="engines take turns in blocks of runs (default) or on every run")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of blocks")
     parser.add_argument("--out", type=Path, default=None, help="keep the models here (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true", help="time the models already in --out instead of building them")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # open_session gives ONNX Runtime as many intra-op threads
     with tempfile.TemporaryDirectory(prefix="quantize-speed-") as tmp:
         out = args.out or Path(tmp)
-        model, fp32, int8 = build_models(args.arch, args.size, args.input_size, args.calib_images, out)
+        if args.reuse and args.out is not None:
+            model = resolve_source(args.arch, size=args.size, seed=0).model.eval()
+            fp32, int8 = out / "model.onnx", out / TARGETS["cpu"].filename
+        else:
+            model, fp32, int8 = build_models(args.arch, args.size, args.input_size, args.calib_images, out)
         fused = optimized_op_counts(int8).get("QLinearConv", 0)
         x = np.random.default_rng(0).standard_normal((1, 3, *args.input_size), dtype=np.float32)
-        times = time_round_robin(runners(model, fp32, int8, x), args.warmup, args.runs)
+        run = runners(model, fp32, int8, x)
+        if args.schedule == "blocks":
+            times = time_blocks(run, args.warmup, args.runs, args.rounds)
+        else:
+            times = time_interleaved(run, args.warmup, args.runs)
     median = {name: statistics.median(t) * 1000.0 for name, t in times.items()}
     int8_ms = median["onnxruntime int8 cpu"]
     result = {
         "arch": args.arch, "size": args.size, "input_size": list(args.input_size), "batch": 1, "threads": args.threads,
-        "runs": args.runs, "warmup": args.warmup, "qlinearconv": fused, "median_ms": median,
+        "runs": args.runs, "warmup": args.warmup, "schedule": args.schedule, "qlinearconv": fused, "median_ms": median,
         "int8_speedup_vs_pytorch_fp32": median["pytorch eager fp32"] / int8_ms,
         "int8_speedup_vs_onnxruntime_fp32": median["onnxruntime fp32"] / int8_ms,
         "torch": torch.__version__,
@@ -114,7 +150,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     h, w = args.input_size
-    print(f"{args.arch} {args.size} {h}x{w}, batch 1, {args.threads} threads, median of {args.runs} ({args.warmup} warm-up), "
+    print(f"{args.arch} {args.size} {h}x{w}, batch 1, {args.threads} threads, median of {args.runs} "
+          f"({args.schedule}, {args.warmup} warm-up), "
           f"{fused} QLinearConv")
     print("| engine | median ms | INT8 speedup |\n|---|---:|---:|")
     for name, ms in median.items():
