@@ -64,8 +64,9 @@ def main() -> None:
     archs = args.archs or [e.name for e in list_models()]
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| arch | paper params | paper GFLOPs @512 | tiny epochs | tiny val mIoU | train time (s) | evaluate reproduces mIoU |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| arch | paper params | paper GFLOPs @512 | tiny input | tiny epochs | tiny val mIoU | train time (s) "
+          "| evaluate reproduces mIoU |")
+    print("|---|---:|---:|---|---:|---:|---:|---|")
     for arch in archs:
         params, gflops = paper_cost(arch)
         metrics, seconds = train(arch, args.out / arch)
@@ -74,12 +75,14 @@ def main() -> None:
         diff = abs(again["miou"] - metrics["miou"])
         row = {
             "arch": arch, "paper_params": params, "paper_gflops_512": round(gflops, 1),
+            "input_size": meta["training"]["recipe"]["input_size"],
             "epochs": meta["training"]["recipe"]["epochs"], "miou": round(metrics["miou"], 4),
             "seconds": round(seconds, 1), "evaluate_abs_diff": diff,
         }
         rows.append(row)
         print(
-            f"| {arch} | {params:,} | {gflops:.1f} | {row['epochs']} | {row['miou']:.4f} | "
+            f"| {arch} | {params:,} | {gflops:.1f} | {'x'.join(map(str, row['input_size']))} | {row['epochs']} | "
+            f"{row['miou']:.4f} | "
             f"{row['seconds']:.0f} | {'yes' if diff <= 1e-6 else 'NO'} ({diff:.1e}) |",
             flush=True,
         )

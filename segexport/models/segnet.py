@@ -18,7 +18,8 @@ the full 13-conv decoder at widths 8..64 the network stayed at "all background" 
 after 16 epochs); widening the shallow stages let it fit 16 images but not generalise in the
 budget (0.11 after 8 epochs); the shallow decoder reached 0.75 in 16 epochs. A deep plain
 decoder behind sparse unpooling is slow to train from scratch, and the paper's SegNet-Basic
-(4 encoder and 4 decoder layers) also trades depth for trainability.
+(4 encoder and 4 decoder layers) also trades depth for trainability. The recipe trains on 96x96
+scenes (128x128 took 5 minutes for 16 epochs; the budget is 4).
 
 The pooling indices are what make SegNet SegNet, and they do not fit the shell's
 "backbone features -> classifier" contract. The encoder therefore keeps that contract in

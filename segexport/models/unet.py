@@ -13,10 +13,12 @@ Inputs must be multiples of 16.
 ``tiny`` is the same graph with widths 24-24-32-64-128, batch norm after every 3x3 conv and
 no dropout: a modern choice that lets the narrow network train in minutes on a CPU. Its
 recipe weights the loss by class frequency (median frequency balancing), as the paper's
-weight map does for its class-frequency term. The full-resolution level is the widest one
-relative to the paper: the classifier reads the last decoder level, and at widths 6-12-24-48-96
-its 6 channels could not even fit 16 training images (loss 0.46 after 120 steps, where 24
-channels reached 0.03); widening the deep levels instead (24-32-64-128-256) did not help.
+weight map does for its class-frequency term, and trains on 96x96 scenes: every step works at
+full resolution, and at 128x128 the 4-minute training budget was not enough (BENCHMARKS.md).
+The full-resolution level is the widest one relative to the paper: the classifier reads the
+last decoder level, and at widths 6-12-24-48-96 its 6 channels could not even fit 16 training
+images (loss 0.46 after 120 steps, where 24 channels reached 0.03); widening the deep levels
+instead (24-32-64-128-256) did not help.
 
 The contracting path is a :class:`~segexport.nn.backbone.Backbone` (:class:`UNetEncoder`,
 features at reductions 1, 2, 4, 8, 16) and the expanding path is the shell's classifier
