@@ -20,10 +20,10 @@ one-hot convolution's work grow with ``window^4``, which is why the window is sm
 Numerics and the default of 3 iterations: with DeepLab's weights (w1 + w2 well above 4) a
 mean-field step is not contractive at pixels where two classes nearly tie, so the map from
 logits to refined logits gets worse conditioned with every iteration. Measured on the trained
-tiny deeplabv1 (recipe weights, 32 val images, the same float32 logits in): PyTorch's own
-float32 result differs from its float64 evaluation by at most 1.6e-5 after 3 iterations,
-1.5e-4 after 5 and 6.5e-3 after 10, and a 1e-7 relative perturbation of the logits moves the
-output by up to 8.6e-5, 2.9e-4 and 7.7e-3. No float32 backend can reproduce a 10-iteration
+tiny deeplabv1 (recipe weights, 32 val images, the same float32 logits in;
+``benchmarks/crf_conditioning.py``): PyTorch's own float32 result differs from its float64
+evaluation by at most 1.4e-5 after 3 iterations, 1.2e-4 after 5 and 6.5e-3 after 10, and a 1e-7
+relative perturbation of the logits moves the output by up to 8.0e-5, 2.9e-4 and 7.7e-3. No float32 backend can reproduce a 10-iteration
 graph to 1e-4 (ONNX Runtime is as close to float64 as PyTorch is), so the engine variant runs
 :data:`DEFAULT_ITERATIONS` steps, whose output is reproducible to 1e-4 and which keep about
 85% of the 10-step gain (val mIoU: deeplabv1 +5.0 of +5.8 points, deeplabv2 +3.2 of +3.7;

@@ -84,6 +84,8 @@ def onnx_crf_error(onnx_path: str | Path, crf: ConvCRF, logits: torch.Tensor, im
         raise CheckFailed(f"{onnx_path}: no CRF in the graph (no Softmax node)")
     outputs = [o.name for o in graph.graph.output]
     argmax = next((n for n in graph.graph.node if n.op_type == "ArgMax"), None)
+    if "logits" not in outputs and argmax is None:
+        raise CheckFailed(f"{onnx_path}: neither a 'logits' output nor an ArgMax to find the refined logits by")
     refined = "logits" if "logits" in outputs else argmax.input[0]
     cut = onnx.utils.Extractor(graph).extract_model([graph.graph.input[0].name, softmax.input[0]], [refined])
     with tempfile.TemporaryDirectory() as tmp:

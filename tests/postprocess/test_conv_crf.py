@@ -147,3 +147,11 @@ def test_onnx_crf_error_sees_a_crf_that_differs(tmp_path) -> None:
     assert onnx_crf_error(tmp_path / "crf.onnx", model.crf, logits, x) <= 1e-4
     other = ConvCRF(dataclasses.replace(params, smoothness_weight=1.0), mean=PRE.mean, std=PRE.std).eval()
     assert onnx_crf_error(tmp_path / "crf.onnx", other, logits, x) > 0.1
+
+
+def test_cli_default_iterations_are_the_library_default() -> None:
+    import inspect
+
+    from segexport.cli.export_cmd import export_command
+
+    assert inspect.signature(export_command).parameters["crf_iterations"].default.default == DEFAULT_ITERATIONS
