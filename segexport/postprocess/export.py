@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,24 @@ def denormalize(images: torch.Tensor, preprocess: Preprocess) -> np.ndarray:
     return rgb.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def _crf_chunks(
+    crf: ConvCRF, logits: torch.Tensor, images: torch.Tensor, chunk: int = 4
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(logits, images, crf output)`` a few images at a time (the CRF's window tensor holds
+    ``window^2`` copies of the class scores, so whole verification sets do not fit at once)."""
+    with torch.no_grad():
+        for i in range(0, len(images), chunk):
+            z, x = logits[i : i + chunk], images[i : i + chunk]
+            yield z, x, crf(z, x)
+
+
 def float32_error(crf: ConvCRF, logits: torch.Tensor, images: torch.Tensor) -> float:
     """Max |float32 - float64| of ``crf`` on the same float32 logits and images: the precision
     floor of the CRF itself, which grows with its iterations (mean field is not contractive
     where two classes tie)."""
     double = copy.deepcopy(crf).double()
-    worst = 0.0
-    with torch.no_grad():
-        for i in range(0, len(images), 4):
-            x, z = images[i : i + 4], logits[i : i + 4]
-            diff = crf(z, x).double() - double(z.double(), x.double())
-            worst = max(worst, float(diff.abs().max()))
-    return worst
+    return max((float((out.double() - double(z.double(), x.double())).abs().max())
+                for z, x, out in _crf_chunks(crf, logits, images)), default=0.0)
 
 
 def onnx_crf_error(onnx_path: str | Path, crf: ConvCRF, logits: torch.Tensor, images: torch.Tensor) -> float:
@@ -92,12 +99,9 @@ def onnx_crf_error(onnx_path: str | Path, crf: ConvCRF, logits: torch.Tensor, im
         onnx.save_model(cut, str(Path(tmp) / "crf.onnx"))
         session = open_session(Path(tmp) / "crf.onnx")
     worst = 0.0
-    with torch.no_grad():
-        for i in range(0, len(images), 4):
-            x, z = images[i : i + 4], logits[i : i + 4]
-            feed = {graph.graph.input[0].name: x.numpy(), softmax.input[0]: z.numpy()}
-            got = session.run(None, feed)[0]
-            worst = max(worst, float(np.abs(got - crf(z, x).numpy()).max()))
+    for z, x, out in _crf_chunks(crf, logits, images):
+        got = session.run(None, {graph.graph.input[0].name: x.numpy(), softmax.input[0]: z.numpy()})[0]
+        worst = max(worst, float(np.abs(got - out.numpy()).max()))
     return worst
 
 
@@ -115,7 +119,8 @@ def check_crf_mode(mode: str) -> str:
 
 def attach_conv_crf(
     model: nn.Module, reference: nn.Module, images: torch.Tensor, preprocess: Preprocess, params: CrfParams,
-    *, iterations: int = DEFAULT_ITERATIONS, window: int = DEFAULT_WINDOW, dilation: int = DEFAULT_DILATION,
+    *, logits: torch.Tensor | None = None, iterations: int = DEFAULT_ITERATIONS,
+    window: int = DEFAULT_WINDOW, dilation: int = DEFAULT_DILATION,
 ) -> tuple[CrfModel, CrfModel, dict[str, Any]]:
     """``model`` and ``reference`` each followed by the same ConvCRF, and a report of the CRF.
 
@@ -128,6 +133,7 @@ def attach_conv_crf(
             their ``iterations`` are the host CRF's.
         iterations: the ConvCRF's mean-field steps (see :mod:`segexport.postprocess.conv_crf`
             for why the default is fewer than the host CRF's).
+        logits: ``model``'s logits on ``images`` when the caller has them already.
         window, dilation: the ConvCRF's neighbourhood.
 
     Returns:
@@ -146,8 +152,10 @@ def attach_conv_crf(
     conv_params = dataclasses.replace(params, iterations=iterations)
     crf = ConvCRF(conv_params, mean=preprocess.mean, std=preprocess.std, window=window, dilation=dilation).eval()
     wrapped = CrfModel(model, crf).eval()
-    logits = run_batched(model, images)
-    conv = run_batched(wrapped, images).numpy()
+    if logits is None:
+        with torch.no_grad():
+            logits = run_batched(model, images)
+    conv = torch.cat([out for _, _, out in _crf_chunks(crf, logits, images)]).numpy()
     host = dense_crf(logits.numpy(), denormalize(images, preprocess), params)
     report = {
         "mode": "conv", "window": window, "dilation": dilation, "params": conv_params.to_dict(),
