@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.segexport-installed
 
-.PHONY: demo test install triton-env benchmarks clean
+.PHONY: demo test install triton-env benchmarks gpu-smoke clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ triton-env: $(TRITON_STAMP)
 
 test: $(STAMP) $(TRITON_STAMP)
 	$(BIN)/python -m pytest -ra
+
+# The TensorRT path on one GPU (about 6 minutes): needs torch with CUDA and the matching tensorrt
+# wheel in $(VENV) (README: "TensorRT on a GPU"); without a GPU it says why in one line, exit 0.
+gpu-smoke: $(STAMP)
+	$(BIN)/python scripts/gpu_smoke.py
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/train_tiny.py

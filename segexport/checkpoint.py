@@ -17,14 +17,21 @@ from safetensors.torch import load_file, save_file
 
 import segexport
 from segexport.data.preprocess import Preprocess
-from segexport.errors import CheckpointError, InputError
+from segexport.errors import CheckpointError, InputError, SegexportError
 from segexport.fsutil import atomic_dir
 from segexport.models import SegmentationModel, build_model
 
 WEIGHTS = "checkpoint.safetensors"
 MODEL_JSON = "model.json"
 METRICS_JSON = "metrics.json"
+CHECKPOINT_FILES = (WEIGHTS, MODEL_JSON, METRICS_JSON)
 FORMAT_VERSION = 1
+
+
+def _name_list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError(f"classes must be a list of names, got {type(value).__name__}")
+    return value
 
 
 @dataclass
@@ -51,16 +58,32 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str) -> ModelConfig:
+        """Raises:
+        CheckpointError: a field missing or of the wrong type, or classes that disagree with
+            ``build_args["num_classes"]`` (the number of outputs the weights have).
+        """
         try:
-            return cls(
+            config = cls(
                 arch=data["arch"],
                 build_args=dict(data["build_args"]),
-                classes=tuple(data["classes"]),
+                classes=tuple(_name_list(data["classes"])),
                 preprocess=Preprocess.from_dict(data["preprocess"]),
                 training=dict(data.get("training", {})),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, SegexportError) as exc:  # SegexportError: from Preprocess
             raise CheckpointError(f"{origin}: malformed model.json ({exc}); re-create it with `segexport train`") from exc
+        config._check(origin)
+        return config
+
+    def _check(self, origin: str) -> None:
+        if not isinstance(self.arch, str) or not all(isinstance(name, str) for name in self.classes) \
+                or not isinstance(self.build_args.get("num_classes", 0), int):
+            raise CheckpointError(f"{origin}: malformed model.json (arch and class names must be strings, "
+                                  "num_classes an integer); re-create it with `segexport train`")
+        outputs = self.build_args.get("num_classes")
+        if outputs is not None and outputs != len(self.classes):
+            raise CheckpointError(f"{origin}: lists {len(self.classes)} classes but its build_args give the model "
+                                  f"{outputs} outputs; make \"classes\" name exactly {outputs} classes")
 
     def build(self) -> SegmentationModel:
         return build_model(self.arch, **self.build_args)

@@ -91,6 +91,19 @@ def torchrun_env(env: Mapping[str, str] | None = None) -> TorchrunEnv | None:
     return TorchrunEnv(rank=rank, world_size=world, local_rank=local)
 
 
+def local_device_index(env: Mapping[str, str] | None = None) -> int:
+    """The CUDA device index this process computes on: ``LOCAL_RANK`` under torchrun (the GPU
+    :func:`init_distributed` selects), else torch's current device (0 unless changed).
+
+    Raises:
+        ConfigError: an incomplete or invalid torchrun environment.
+    """
+    launched = torchrun_env(env)
+    if launched is not None:
+        return launched.local_rank
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
+
+
 def current_context() -> DistContext | None:
     """The process group this process belongs to; None when none is initialised (a single process)."""
     if not (dist.is_available() and dist.is_initialized()):

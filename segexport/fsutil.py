@@ -1,4 +1,8 @@
-"""Atomic file and folder writes: an interrupted run never leaves a half-written artifact."""
+"""Atomic file and folder writes: an interrupted run never leaves a half-written artifact.
+
+Each write is also recorded in its folder's ledger (:mod:`segexport.ownership`), so later runs
+know which files segexport wrote and may replace.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from segexport import ownership
 from segexport.errors import InputError
 
 
@@ -22,12 +27,16 @@ def _default_mode(directory: bool = False) -> int:
 
 def _writable_parent(path: Path) -> Path:
     parent = path.parent
+    missing = [p for p in (parent, *parent.parents) if not p.exists()]
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{parent}: cannot create the output folder ({exc.strerror}); choose another --out") from exc
     if not os.access(parent, os.W_OK):
         raise InputError(f"{parent}: output folder is not writable; choose another --out")
+    for folder in reversed(missing):  # a folder made inside a segexport folder is segexport's too
+        if (folder.parent / ownership.LEDGER_NAME).is_file():
+            ownership.record_folder(folder)
     return parent
 
 
@@ -42,7 +51,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, _default_mode())
+        digest = ownership.file_digest(tmp_path)
+        ownership.expect_file(target, digest)
         os.replace(tmp_path, target)
+        ownership.record_file(target, digest)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -55,13 +67,22 @@ def write_json(path: str | os.PathLike, data: object) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    Files in the old folder that segexport did not write (kept there under ``--force``) are
+    hard-linked into the new one before the swap, so replacing the folder loses none of them.
+    """
     target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{target}: is a file, not a folder; choose another --out")
     parent = _writable_parent(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
     try:
         yield tmp
         os.chmod(tmp, _default_mode(directory=True))
+        ownership.seal_tree(tmp)
+        if target.is_dir():
+            _keep_foreign(target, tmp)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
             os.replace(target, old / "x")
@@ -69,6 +90,21 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+        ownership.record_folder(target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _keep_foreign(old: Path, new: Path) -> None:
+    """Hard-link into ``new`` every entry of ``old`` that segexport did not write and ``new`` lacks."""
+    for name in ownership.foreign_entries(old):
+        src, dst = old / name, new / name
+        if dst.is_dir() and src.is_dir() and not src.is_symlink():
+            _keep_foreign(src, dst)
+        elif dst.exists() or dst.is_symlink():
+            continue
+        elif src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, dst, symlinks=True, copy_function=os.link)
+        else:
+            os.link(src, dst, follow_symlinks=False)

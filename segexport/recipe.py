@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from segexport import limits
 from segexport.errors import ConfigError, InputError
 
 if sys.version_info >= (3, 11):
@@ -116,7 +117,23 @@ def recipe_from_dict(data: dict[str, Any], origin: str) -> Recipe:
     if data.get("class_balance") not in (None, *CLASS_BALANCE):
         raise ConfigError(f"{origin}: class_balance must be one of {', '.join(CLASS_BALANCE)}, "
                           f"not {data['class_balance']!r}")
-    return Recipe(**{k: _coerce(k, v, known[k]) for k, v in data.items()})
+    return _check_bounds(Recipe(**{k: _coerce(k, v, known[k]) for k, v in data.items()}), origin)
+
+
+def _check_bounds(recipe: Recipe, origin: str) -> Recipe:
+    """``recipe`` when its seed, size and counts are within :mod:`segexport.limits`' bounds.
+
+    Raises:
+        ConfigError: naming the key (its CLI option) and the limit.
+    """
+    where = "" if origin == "command line" else f"{origin}: "
+    limits.check_seed(recipe.seed, f"{where}seed (--seed)")
+    limits.check_input_size(recipe.input_size, f"{where}input_size (--input-size)")
+    limits.check_count(recipe.epochs, f"{where}epochs (--epochs)", limits.EPOCHS_MAX)
+    limits.check_count(recipe.batch_size, f"{where}batch_size (--batch-size)", limits.BATCH_MAX)
+    for key in ("train_images", "val_images"):
+        limits.check_count(getattr(recipe, key), f"{where}{key} (--{key.replace('_', '-')})", limits.IMAGES_MAX)
+    return recipe
 
 
 def recipe_path(arch: str) -> Path:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from segexport.checkpoint import ModelConfig, save_checkpoint
+from segexport.checkpoint import CHECKPOINT_FILES, ModelConfig, save_checkpoint
 from segexport.data import (
     IGNORE_INDEX,
     Preprocess,
@@ -40,6 +40,7 @@ from segexport.distributed import (
 )
 from segexport.errors import ConfigError
 from segexport.models import SegmentationModel, build_model, check_input_size
+from segexport.ownership import claim_outputs
 from segexport.progress import progress_bar
 from segexport.recipe import Recipe
 from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
@@ -366,13 +367,18 @@ def _distributed_record(cfg: TrainConfig, ctx: DistContext | None) -> dict[str, 
 
 
 def train_checkpoint(
-    recipe: Recipe, out_dir: str | Path, *, progress: bool = True, backbone_checkpoint: str | Path | None = None
+    recipe: Recipe, out_dir: str | Path, *, progress: bool = True, backbone_checkpoint: str | Path | None = None,
+    force: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Build the recipe's model, train it on the recipe's data, write a checkpoint folder.
 
     ``backbone_checkpoint`` (an ImageNet weight file, see
     :func:`segexport.weights.load_backbone_weights`) initialises the backbone before training;
     its name and SHA-256 are recorded in ``model.json``.
+
+    ``out_dir`` is checked before any work (:func:`segexport.ownership.claim_outputs`): a folder
+    holding files segexport did not write, or another architecture's checkpoint, is refused
+    unless ``force``; the new checkpoint replaces an old one atomically, keeping other files.
 
     In a distributed run every process trains (see :func:`train_model`) and evaluates its shard
     of the val split; rank 0 alone shows progress and writes the folder, the others wait for it.
@@ -387,9 +393,13 @@ def train_checkpoint(
     cfg = TrainConfig.from_recipe(recipe)
     check_sync_bn(cfg, ctx)  # before any data is read
     main = ctx is None or ctx.is_main
+    if main:
+        claim_outputs(out_dir, CHECKPOINT_FILES, owner=f"a checkpoint of {recipe.arch}", force=force)
     size = tuple(recipe.input_size)
-    train_src = open_dataset(recipe.data, "train", size=size, seed=recipe.seed, length=recipe.train_images)
-    val_src = open_dataset(recipe.data, "val", size=size, seed=recipe.seed, length=recipe.val_images)
+    train_src = open_dataset(recipe.data, "train", size=size, seed=recipe.seed, length=recipe.train_images,
+                             length_option="--train-images")
+    val_src = open_dataset(recipe.data, "val", size=size, seed=recipe.seed, length=recipe.val_images,
+                           length_option="--val-images")
     preprocess = Preprocess(size=size)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.arch, **recipe.model_args(len(train_src.classes)))

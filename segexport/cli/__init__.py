@@ -1,17 +1,39 @@
 """The ``segexport`` command line: a thin Typer app over library functions.
 
-Errors become exit codes here and only here: 2 for bad input, 1 for a failed check.
+Errors become exit codes here and only here (``main``):
+
+- 2: bad input: a :class:`SegexportError`, or a library or OS error that
+  :func:`segexport.error_map.as_segexport_error` knows (a corrupt file, a missing path, ...);
+  one line on stderr naming the problem and the fix. Typer's usage box stays for malformed
+  arguments (also exit 2).
+- 1: a check ran and failed (:class:`CheckFailed`).
+- 130 / 143: interrupted by SIGINT (Ctrl-C) / SIGTERM; one line saying what was kept and how
+  to resume (a command may say it with :func:`set_interrupt_hint`). Temporary files are
+  removed on the way out by the context managers that made them.
+- 70 (EX_SOFTWARE): an internal error, i.e. any other exception: one line naming it and a
+  file holding the traceback. With ``SEGEXPORT_DEBUG=1`` the exception propagates instead
+  (Python prints the traceback and exits 1).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from segexport.errors import SegexportError
+from segexport.error_map import as_segexport_error
+
+EX_SOFTWARE = 70
+DEFAULT_INTERRUPT_HINT = "no half-written file was left behind; run the same command again"
 
 app = typer.Typer(
     name="segexport",
@@ -23,6 +45,80 @@ app = typer.Typer(
 )
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+_interrupt_hint = DEFAULT_INTERRUPT_HINT
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` swallows it; a type of its own so that Typer does not turn it into a
+    silent exit 130 before ``main`` can say what was kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def set_interrupt_hint(text: str) -> None:
+    """What the line printed on Ctrl-C or SIGTERM says after ``interrupted:`` (what was kept,
+    how to resume), e.g. ``"finished stages are kept in builds/x; run the same command again"``."""
+    global _interrupt_hint
+    _interrupt_hint = text
+
+
+@contextmanager
+def _signals_raise_interrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in this process while the block runs.
+
+    Forked children (data loader workers) keep Python's usual behaviour, so they stop quietly.
+    """
+    main_pid = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != main_pid:
+            raise KeyboardInterrupt
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _print_line(text: str) -> None:
+    err.print(" ".join(text.split()), markup=False, highlight=False)  # one line, whatever the message holds
+
+
+def _internal_error(exc: Exception) -> int:
+    """Report an exception that is not bad input: one line, the traceback in a file."""
+    with tempfile.NamedTemporaryFile("w", prefix="segexport-traceback-", suffix=".txt", delete=False) as f:
+        traceback.print_exception(exc, file=f)
+    _print_line(f"internal error: {type(exc).__name__}: {str(exc)[:300]}; the traceback is in {f.name} "
+                "(please report it)")
+    return EX_SOFTWARE
+
+
+def _run_app() -> int:
+    """Run the app; the exit code of what it raised (SystemExit from Typer passes through)."""
+    try:
+        _register_commands()
+        app()
+    except Interrupted as exc:
+        _print_line(f"interrupted: {_interrupt_hint}")
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # raised by hand somewhere, not by the signal handler
+        _print_line(f"interrupted: {_interrupt_hint}")
+        return 130
+    except Exception as exc:
+        mapped = as_segexport_error(exc)
+        if mapped is None:
+            if os.environ.get("SEGEXPORT_DEBUG") == "1":
+                raise
+            return _internal_error(exc)
+        err.print(f"[bold red]error:[/] {escape(' '.join(str(mapped).split()))}", markup=True, highlight=False)
+        return mapped.exit_code
+    return 0
 
 
 def _register_commands() -> None:
@@ -52,12 +148,6 @@ def _register_commands() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    _register_commands()
-    try:
-        app()
-    except SegexportError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted; no partial artifact was left behind")
-        sys.exit(130)
+    with _signals_raise_interrupted():
+        code = _run_app()
+    sys.exit(code)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from segexport.cli.export_cmd import parse_input_size
+from segexport.cli.options import FORCE_HELP
 
 TABLE_WIDTH = 200
 
@@ -84,6 +85,7 @@ def build_command(
     val_images: int | None = typer.Option(None, "--val-images", min=1, help="Val images (default: recipe)."),
     seed: int | None = typer.Option(None, help="Seed of data, weights and calibration sample (default: recipe)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Train or load ARCH, export, quantize, build engines, verify every variant and write a report.
 
@@ -104,8 +106,12 @@ def build_command(
 
         segexport build deeplabv3p --checkpoint builds/deeplabv3p/reference --int8 --skip-accuracy --out /tmp/latency
     """
+    from segexport.cli import set_interrupt_hint
     from segexport.errors import CheckFailed
     from segexport.pipeline import build
+
+    set_interrupt_hint(f"finished stages are kept in {out or Path('builds') / arch}; "
+                       "run the same command again to resume from there")
 
     overrides = {k: v for k, v in (("epochs", epochs), ("train_images", train_images), ("val_images", val_images),
                                    ("seed", seed)) if v is not None}
@@ -114,7 +120,7 @@ def build_command(
         fp16=fp16, int8=int8, target=target, data=data, calib=calib, calib_images=calib_images, method=method,
         budget_fp16=parse_budget(budget_fp16, "--budget-fp16"), budget_int8=parse_budget(budget_int8, "--budget-int8"),
         max_fallback=max_fallback, out=out, random_init=random_init, skip_accuracy=skip_accuracy, junit=junit,
-        progress=progress, overrides=overrides, log=typer.echo,
+        progress=progress, overrides=overrides, log=typer.echo, force=force,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for note in report["build_notes"]:

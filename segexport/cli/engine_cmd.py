@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segexport.cli.export_cmd import parse_input_size
+from segexport.cli.options import FORCE_HELP
 
 
 def size_option(param: typer.CallbackParam, value: str | None) -> tuple[int, int] | None:
@@ -42,6 +43,15 @@ def _print_record(engine: Path) -> None:
     Console().print(table)
 
 
+def _check_bounds(**batches: int | None) -> None:
+    """Batches beyond segexport's limit (see :mod:`segexport.limits`) fail before any work."""
+    from segexport import limits
+
+    for key, value in batches.items():
+        if value is not None and value > limits.BATCH_MAX:
+            limits.check_count(value, f"--{key.replace('_', '-')}", limits.BATCH_MAX)
+
+
 def engine_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="FP16 or INT8 (Q/DQ) ONNX model from segexport quantize."),
     out: Path | None = typer.Option(None, help="Engine file (default: MODEL with the suffix .plan)."),
@@ -57,6 +67,7 @@ def engine_command(
         None, "--timing-cache", help="Tactic timings: loaded when the file exists, saved after the build."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the engine's build record as JSON."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Build a strongly typed TensorRT engine (TensorRT 10 or 11) and its build record MODEL.json.
 
@@ -72,9 +83,15 @@ def engine_command(
         segexport engine model.fp16.onnx --out model.fp16.plan --timing-cache builds/timing.cache
     """
     from segexport.engine.build import build_engine
+    from segexport.engine.record import record_path
+    from segexport.ownership import claim_outputs
 
+    _check_bounds(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch)
+    target = out if out is not None else model.with_suffix(".plan")
+    claim_outputs(target.parent, [target.name, record_path(target).name], source=f"model {model.resolve()}",
+                  force=force)
     engine = build_engine(
-        model, out if out is not None else model.with_suffix(".plan"),
+        model, target,
         min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
         min_size=min_size, opt_size=opt_size, max_size=max_size,  # type: ignore[arg-type]  # parsed by the callback
         workspace_gb=workspace, timing_cache=timing_cache,

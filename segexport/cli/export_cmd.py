@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from segexport.cli.options import FORCE_HELP
+
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _OUTPUTS = ("logits", "labels", "both")
 
@@ -96,6 +98,7 @@ def export_command(
         help="Mean-field steps of --crf conv. Beyond 3 the CRF's float32 output is not reproducible to 1e-4 "
              "(mean field amplifies rounding where classes tie); the summary's float32_error says how far."),
     as_json: bool = typer.Option(False, "--json", help="Print the export summary as JSON."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Export ARCH or CHECKPOINT_DIR to model.onnx (+ rewrites.json), verified on ONNX Runtime.
 
@@ -117,7 +120,7 @@ def export_command(
         source, out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
         opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, keep_deconv=keep_deconv,
         simplify=simplify, output=output, images=images, seed=seed, crf=crf,
-        crf_iterations=crf_iterations,
+        crf_iterations=crf_iterations, force=force,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for note in result.notes:

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from segexport.cli.options import FORCE_HELP
+
 
 def predict_command(
     artifact: Annotated[Path, typer.Argument(metavar="ARTIFACT",
@@ -21,6 +23,7 @@ def predict_command(
                                       "before the argmax (parameters from the artifact's arch recipe, else DeepLab "
                                       "v1's).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON record per image.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Segment images of any size and write STEM.png, a palette PNG of class indices.
 
@@ -39,7 +42,7 @@ def predict_command(
     """
     from segexport.deploy.predict import predict_images
 
-    results = predict_images(artifact, images, out=out, overlay=overlay, crf=crf)
+    results = predict_images(artifact, images, out=out, overlay=overlay, crf=crf, force=force)
     if as_json:
         for r in results:
             typer.echo(json.dumps({"image": str(r.image), "mask": str(r.mask),

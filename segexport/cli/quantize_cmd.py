@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from segexport.cli.options import FORCE_HELP
+
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
@@ -86,6 +88,7 @@ def quantize_command(
     val: str | None = typer.Option(None, help="Validation data spec (default: synthetic)."),
     val_images: int | None = typer.Option(None, "--val-images", help="Validation images (default: the whole split)."),
     out: Path | None = typer.Option(None, help="Output folder (default: the model's folder)."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     seed: int = typer.Option(0, help="Seed of the calibration sample and of the synthetic data."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -115,7 +118,7 @@ def quantize_command(
     result = quantize_model(
         model, precision="int8" if int8 else "fp16", target=target, calib=calib, calib_images=calib_images,
         method=method, percentile=percentile, calib_cache=calib_cache, budget=budget, max_fallback=max_fallback,
-        val=val, val_images=val_images, out=out, seed=seed, progress=progress,
+        val=val, val_images=val_images, out=out, seed=seed, progress=progress, force=force,
     )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for note in result.notes:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from segexport.cli.options import FORCE_HELP
 from segexport.recipe import load_recipe, resolve_recipe
 
 
@@ -28,6 +29,7 @@ def train_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Train ARCH and write checkpoint.safetensors, model.json and metrics.json.
 
@@ -57,7 +59,8 @@ def train_command(
     )
     with distributed_session() as ctx:
         path, metrics = train_checkpoint(
-            r, out or Path("builds") / arch / "reference", progress=progress, backbone_checkpoint=backbone_checkpoint
+            r, out or Path("builds") / arch / "reference", progress=progress, backbone_checkpoint=backbone_checkpoint,
+            force=force,
         )
     if ctx is not None and not ctx.is_main:
         return  # rank 0 reports

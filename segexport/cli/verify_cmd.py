@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from segexport.cli.options import FORCE_HELP
 
 
 def verify_command(
@@ -18,6 +21,7 @@ def verify_command(
     junit: Annotated[Path | None, typer.Option(help="Also write a JUnit XML file (one test case per variant).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar (on a terminal).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json instead of the table.")] = False,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
 ) -> None:
     """Verify BUILD_DIR: mIoU, agreement, logit error, latency and memory of every variant.
 
@@ -43,9 +47,9 @@ def verify_command(
     from segexport.verify.render import print_report_table, verdict, wide_console
     from segexport.verify.report import REPORT_MD, verify_build
 
-    with distributed_session() as ctx:
+    with distributed_session() as ctx, _locked(build_dir, ctx):
         report = verify_build(build_dir, data=data, images=images, skip_accuracy=skip_accuracy, junit=junit,
-                              progress=progress and not as_json, latency_runs=runs)
+                              progress=progress and not as_json, latency_runs=runs, force=force)
     if ctx is not None and not ctx.is_main:
         return  # rank 0 reports (and sets the exit code torchrun passes on)
     if as_json:
@@ -55,6 +59,15 @@ def verify_command(
     if not report["pass"]:
         broken = [f"{row['name']} ({verdict(row)})" for row in report["variants"] if row["pass"] is False]
         raise CheckFailed(f"{len(broken)} variant(s) failed: {', '.join(broken)}; see {Path(build_dir) / REPORT_MD}")
+
+
+def _locked(build_dir: Path, ctx: Any) -> contextlib.AbstractContextManager[Any]:
+    """The build folder's lock (rank 0 holds it for all processes under torchrun)."""
+    from segexport.locks import folder_lock
+
+    if (ctx is not None and not ctx.is_main) or not build_dir.is_dir():
+        return contextlib.nullcontext()  # a missing folder is reported by verify_build, in one line
+    return folder_lock(build_dir, "segexport verify", option="BUILD_DIR")
 
 
 def register(app: typer.Typer) -> None:

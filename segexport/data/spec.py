@@ -53,6 +53,7 @@ def open_dataset(
     size: tuple[int, int] = (128, 128),
     seed: int = 0,
     length: int | None = None,
+    length_option: str | None = None,
 ) -> SegmentationSource:
     """Open one split of the data set named by ``spec``.
 
@@ -64,6 +65,8 @@ def open_dataset(
         seed: selects the ``synthetic`` images.
         length: number of samples; ``synthetic`` defaults to ``DEFAULT_SPLIT_SIZES[split]``,
             real data sets to all, and otherwise take their first ``length`` samples.
+        length_option: the command-line option that sets ``length`` (e.g. ``--images``),
+            named with the split's actual size when the split is shorter.
 
     Raises:
         UnknownNameError: an unknown kind.
@@ -79,4 +82,7 @@ def open_dataset(
     if split == "calib" and kind != "folder":
         split = "train"
     source = _READERS[kind](path, split)
+    if length is not None and length > len(source) and length_option is not None:
+        raise ConfigError(f"{spec}: its {split} split has {len(source)} images, fewer than the {length} asked for; "
+                          f"pass {length_option} {len(source)} or fewer (or more data)")
     return source if length is None else FirstItems(source, length)

@@ -85,6 +85,8 @@ def _contrasting(fill: np.ndarray, under: np.ndarray, inside: np.ndarray) -> np.
     Every class gets the same rule, so brightness still says nothing about the class; it only
     keeps a shape from vanishing into a background of the same shade.
     """
+    if not inside.any():  # a shape thinner than its rim has no fill to shift (and no mean)
+        return fill
     gap = float(fill[:, inside].mean() - under[:, inside].mean())
     if abs(gap) >= MIN_CONTRAST:
         return fill

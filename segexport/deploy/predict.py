@@ -31,6 +31,7 @@ from segexport.deploy.artifact import ArtifactSpec, read_artifact_spec
 from segexport.deploy.triton_python_model import labels_at_size, logits_at_size
 from segexport.errors import InputError
 from segexport.fsutil import atomic_path
+from segexport.ownership import claim_outputs
 from segexport.postprocess import CrfParams, crf_params, dense_crf
 from segexport.progress import progress_bar
 
@@ -154,8 +155,26 @@ def _save(file: Path, image: np.ndarray, labels: np.ndarray, spec: ArtifactSpec,
     return PredictedImage(file, mask_path, overlay_path, (int(labels.shape[0]), int(labels.shape[1])), found)
 
 
+def output_names(files: Sequence[Path], overlay: bool) -> list[str]:
+    """The file names predict writes for ``files``: ``STEM.png`` (and ``STEM.overlay.png``)."""
+    return [f"{f.stem}{suffix}" for f in files for suffix in (".png", ".overlay.png")[: 2 if overlay else 1]]
+
+
+def _claim(files: Sequence[Path], out: Path, artifact: Path, overlay: bool, force: bool) -> Path:
+    """Refuse an ``out`` where a mask would replace an input image (always) or a file segexport
+    did not write (unless ``force``); see :func:`segexport.ownership.claim_outputs`."""
+    names = output_names(files, overlay)
+    inputs = {f.resolve() for f in files}
+    clobbered = [n for n in names if (out / n).resolve() in inputs]
+    if clobbered:
+        raise InputError(f"--out {out}: the mask {clobbered[0]!r} would replace an input image; "
+                         "choose an --out folder that holds no input image")
+    return claim_outputs(out, names, source=f"predictions of {artifact.resolve()}", force=force)
+
+
 def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: str | Path = "predictions",
-                   overlay: bool = False, crf: bool = False, progress: bool = True) -> list[PredictedImage]:
+                   overlay: bool = False, crf: bool = False, progress: bool = True,
+                   force: bool = False) -> list[PredictedImage]:
     """Write a colour mask (and an overlay) for every image, with ``artifact`` on its backend.
 
     Args:
@@ -165,6 +184,8 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
         overlay: also write ``STEM.overlay.png``.
         crf: refine the logits at each image's size with the host dense CRF before the argmax.
         progress: show a progress bar (on a terminal).
+        force: write masks even over files of those names that segexport did not write, or
+            masks of another artifact (an input image is never written over, even so).
 
     Returns:
         One :class:`PredictedImage` per image, in input order.
@@ -188,7 +209,7 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
     if crf:
         _check_no_graph_crf(Path(artifact))
         params = artifact_crf_params(spec)
-    out_dir = Path(out)
+    out_dir = _claim(files, Path(out), Path(artifact), overlay, force)
     results: list[PredictedImage] = []
     with open_runner(artifact) as runner, progress_bar(progress and len(files) > 1) as bar:
         task = bar.add_task("predict", total=len(files), info=runner.device)

@@ -4,24 +4,28 @@
 ``model.plan`` (``tensorrt_plan``), with input/output names, data types and dims read from the
 model itself, ``max_batch_size`` and dynamic batching when its batch axis is dynamic, and an
 instance group. With ``python_backend``, ``NAME_e2e`` serves encoded images end to end through
-Triton's Python backend (see ``triton_python_model.py``). A README in the repository gives the
-preprocessing, the classes and what the server needs.
+Triton's Python backend (see ``triton_python_model.py``). ``README.NAME.md`` in the repository
+gives the preprocessing, the classes and what the server needs. Several builds share a
+repository under different names: each call writes only its own ``NAME_*`` models.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from segexport.deploy.artifact import ArtifactSpec, read_artifact_spec
-from segexport.deploy.triton_readme import README_MARK, render_readme
+from segexport.deploy.triton_readme import render_readme
 from segexport.engine.io import TensorSpec, read_onnx_io
 from segexport.errors import ConfigError, InputError
-from segexport.fsutil import atomic_dir, write_json
+from segexport.fsutil import atomic_dir, atomic_path
+from segexport.ownership import claim_outputs
 from segexport.verify.manifest import BuildManifest, VariantSpec, read_manifest
 
 DEFAULT_MAX_BATCH = 8
@@ -62,6 +66,7 @@ class TritonRepo:
 
     path: Path
     models: list[TritonModel]
+    readme: Path
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -154,35 +159,46 @@ def _write_e2e(repo: Path, root: Path, source: VariantSpec, name: str, spec: Art
     logits = [o.name for o in io.outputs if o.name == "logits"] or [o.name for o in io.outputs if len(o.shape) == 4]
     if not logits:
         raise InputError(f"{path}: --python-backend needs a logits output [N, C, H, W]; export with --output logits")
-    version = repo / name / "1"
-    _copy_onnx(path, version)
-    shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), version / "model.py")
-    write_json(version / "segexport.json", {
-        "onnx": "model.onnx", "input": io.image_input.name, "output": logits[0], "variant": source.name,
-        "size": list(spec.preprocess.size), "mean": list(spec.preprocess.mean), "std": list(spec.preprocess.std),
-        "resize": spec.preprocess.resize, "classes": list(spec.classes), "arch": spec.arch,
-    })
     model = TritonModel(name, E2E_SUFFIX, "python", source.precision, [TensorSpec("IMAGE", "object", (1,))],
                         [TensorSpec("MASK", "uint8", (-1, -1))], 0, "KIND_CPU")
-    (repo / name / "config.pbtxt").write_text(config_pbtxt(model, instances, header))
+    with atomic_dir(repo / name) as folder:
+        _write_e2e_files(folder, path, io, logits[0], source, spec)
+        (folder / "config.pbtxt").write_text(config_pbtxt(model, instances, header))
     return model
 
 
-def _check_target(repo: Path) -> None:
-    """Refuse to replace a folder that holds something other than a repository segexport wrote."""
-    if repo.exists() and (not repo.is_dir() or (any(repo.iterdir()) and not _is_ours(repo))):
-        raise InputError(f"{repo}: exists and is not a Triton repository written by segexport; "
-                         "choose another --repo or remove it")
+def _write_e2e_files(folder: Path, path: Path, io: Any, logits: str, source: VariantSpec, spec: ArtifactSpec) -> None:
+    version = folder / "1"
+    _copy_onnx(path, version)
+    shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), version / "model.py")
+    (version / "segexport.json").write_text(json.dumps({
+        "onnx": "model.onnx", "input": io.image_input.name, "output": logits, "variant": source.name,
+        "size": list(spec.preprocess.size), "mean": list(spec.preprocess.mean), "std": list(spec.preprocess.std),
+        "resize": spec.preprocess.resize, "classes": list(spec.classes), "arch": spec.arch,
+    }, indent=2) + "\n")
 
 
-def _is_ours(repo: Path) -> bool:
-    readme = repo / "README.md"
-    return readme.is_file() and readme.read_text(errors="replace").startswith(README_MARK)
+def readme_name(prefix: str) -> str:
+    """The README of the models named ``prefix_*`` (one per prefix: several builds share a repository)."""
+    return f"README.{prefix}.md"
+
+
+def _model_names(manifest: BuildManifest, root: Path, prefix: str, python_backend: bool) -> list[str]:
+    """The model folders this call writes: one per built file variant (and the e2e model)."""
+    names = [f"{prefix}_{s.name}" for s in manifest.variants
+             if not s.skipped and not (root / str(s.artifact)).is_dir()]
+    return names + ([f"{prefix}_{E2E_SUFFIX}"] if python_backend else [])
 
 
 def write_triton_repo(build_dir: str | Path, repo: str | Path, *, name: str | None = None,
-                      max_batch: int | None = None, instances: int = 1, python_backend: bool = False) -> TritonRepo:
-    """Write (atomically, replacing a previous one) the model repository of a build.
+                      max_batch: int | None = None, instances: int = 1, python_backend: bool = False,
+                      force: bool = False) -> TritonRepo:
+    """Add the models of a build to a model repository (each model folder written atomically).
+
+    Only the models named ``NAME_*`` (and ``README.NAME.md``) are written; other models in the
+    repository, segexport's or the user's, are left as they are. A model folder of that name is
+    replaced only when segexport wrote it from the same build (or with ``force``; files the
+    user added inside it are kept), see :func:`segexport.ownership.claim_outputs`.
 
     Args:
         build_dir: a folder written by ``segexport build`` (with ``build.json``).
@@ -191,9 +207,11 @@ def write_triton_repo(build_dir: str | Path, repo: str | Path, *, name: str | No
         max_batch: ``max_batch_size`` of batching models (default 8, or an engine's profile maximum if lower).
         instances: model instances per model (instance group count).
         python_backend: add ``NAME_e2e``, encoded images in, masks out, via Triton's Python backend.
+        force: replace model folders of those names that segexport did not write, or wrote from another build.
 
     Raises:
-        InputError: a missing or malformed build, an artifact missing, or a ``repo`` that is not ours.
+        InputError: a missing or malformed build, an artifact missing, or model folders of
+            those names that are not this build's (without ``force``).
         ConfigError: bad name, counts, or a max batch beyond an engine's profile.
     """
     root, repo = Path(build_dir), Path(repo)
@@ -203,18 +221,20 @@ def write_triton_repo(build_dir: str | Path, repo: str | Path, *, name: str | No
         raise ConfigError(f"--name {prefix!r}: use letters, digits, '_', '-' and '.', starting with a letter or digit")
     if instances < 1 or (max_batch is not None and max_batch < 1):
         raise ConfigError(f"--instances and --max-batch must be at least 1, got {instances} and {max_batch}")
-    _check_target(repo)
-    result = TritonRepo(repo, [])
+    names = [*_model_names(manifest, root, prefix, python_backend), readme_name(prefix)]
+    claim_outputs(repo, names, source=f"the build {root.resolve()}", force=force, option="--repo")
+    result = TritonRepo(repo, [], repo / readme_name(prefix))
     header = f"written by segexport from {root.resolve()} (build.json)"
-    with atomic_dir(repo) as tmp:
-        for spec in manifest.variants:
-            _add_variant(tmp, root, spec, f"{prefix}_{spec.name}", max_batch, instances, header, result)
-        if python_backend:
-            source = _e2e_source(manifest, root)
-            artifact_spec = read_artifact_spec(root / str(source.artifact))
-            result.models.append(_write_e2e(tmp, root, source, f"{prefix}_{E2E_SUFFIX}", artifact_spec, instances,
-                                            header))
-        (tmp / "README.md").write_text(render_readme(result, manifest, read_artifact_spec(root / manifest.reference)))
+    for spec in manifest.variants:
+        _add_variant(repo, root, spec, f"{prefix}_{spec.name}", max_batch, instances, header, result)
+    if python_backend:
+        source = _e2e_source(manifest, root)
+        artifact_spec = read_artifact_spec(root / str(source.artifact))
+        result.models.append(_write_e2e(repo, root, source, f"{prefix}_{E2E_SUFFIX}", artifact_spec, instances,
+                                        header))
+    readme = render_readme(result, manifest, read_artifact_spec(root / manifest.reference))
+    with atomic_path(result.readme) as tmp:
+        tmp.write_text(readme)
     return result
 
 
@@ -231,11 +251,11 @@ def _add_variant(repo: Path, root: Path, spec: VariantSpec, name: str, max_batch
                                      "(libtorch backend); serve one of the ONNX variants instead")
         return
     model, artifact = _variant_model(root, spec, name, max_batch, result.notes)
-    version = repo / name / "1"
-    if model.platform == "onnxruntime_onnx":
-        _copy_onnx(artifact, version)
-    else:
-        version.mkdir(parents=True)
-        shutil.copyfile(artifact, version / "model.plan")
-    (repo / name / "config.pbtxt").write_text(config_pbtxt(model, instances, f"{spec.name}, {header}"))
+    with atomic_dir(repo / name) as folder:
+        if model.platform == "onnxruntime_onnx":
+            _copy_onnx(artifact, folder / "1")
+        else:
+            (folder / "1").mkdir(parents=True)
+            shutil.copyfile(artifact, folder / "1" / "model.plan")
+        (folder / "config.pbtxt").write_text(config_pbtxt(model, instances, f"{spec.name}, {header}"))
     result.models.append(model)

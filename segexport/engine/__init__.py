@@ -2,7 +2,10 @@
 equivalent ``trtexec`` line (``profile``), the build (``build.build_engine``) and the record
 written beside each engine (``record``).
 
-Nothing here imports ``tensorrt`` at import time; only building and running an engine do.
+``trt_api`` is the only module of segexport that imports ``tensorrt``, and only when called:
+importing segexport never imports it, and a missing or broken install becomes a one-line
+``MissingDependencyError`` naming the wheel to install. The timing cache of a build is
+checked and keyed in ``timing_cache``.
 """
 
 from segexport.engine.availability import engine_unavailable_reason

@@ -9,22 +9,33 @@ builder flag is ever set here, and both majors build the same engine from the sa
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import segexport
+from segexport.engine import trt_api
 from segexport.engine.availability import current_gpu, engine_unavailable_reason
 from segexport.engine.io import read_onnx_io
 from segexport.engine.profile import ShapeProfile, Size, resolve_profile, trtexec_line
 from segexport.engine.record import RECORD_FORMAT, record_path
+from segexport.engine.timing_cache import (
+    TimingCacheUse,
+    attach_timing_cache,
+    save_timing_cache,
+    serialized_timing_cache,
+    timing_cache_key,
+)
 from segexport.errors import (
     CheckFailed,
     ConfigError,
     InputError,
     MissingDependencyError,
 )
-from segexport.fsutil import atomic_path, write_json
+from segexport.fsutil import atomic_path
 
 DEFAULT_WORKSPACE_GB = 4.0
 
@@ -42,23 +53,31 @@ def _network(trt: Any, builder: Any, logger: Any, onnx: Path) -> tuple[Any, Any]
     return network, parser
 
 
-def _config(trt: Any, builder: Any, network: Any, profile: ShapeProfile, workspace_gb: float, cache: bytes) -> Any:
+def _config(trt: Any, builder: Any, network: Any, profile: ShapeProfile, workspace_gb: float) -> Any:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if profile.dynamic:
         shapes = builder.create_optimization_profile()
         shapes.set_shape(profile.input_name, profile.min, profile.opt, profile.max)
         config.add_optimization_profile(shapes)
-    timing = config.create_timing_cache(cache)
-    # ignore_mismatch=False: a cache from another GPU or version is not applied (TensorRT warns).
-    config.set_timing_cache(timing, False)
     names = [network.get_input(i).name for i in range(network.num_inputs)]
     if names != [profile.input_name]:
         raise InputError(f"TensorRT sees inputs {names}, expected [{profile.input_name!r}]")
     return config
 
 
-def _record(onnx: Path, out: Path, profile: ShapeProfile, *, trt_version: str, workspace_gb: float,
+@dataclass(frozen=True)
+class _Built:
+    """What one build produced, in memory: nothing is written until all of it exists."""
+
+    engine: bytes
+    trt_version: str
+    gpu: dict[str, Any]
+    timing: TimingCacheUse | None
+    timing_blob: bytes | None
+
+
+def _record(onnx: Path, out: Path, profile: ShapeProfile, built: _Built, *, workspace_gb: float,
             timing_cache: Path | None, seconds: float) -> dict[str, Any]:
     # These import torch: only once an engine was built.
     from segexport.runners.onnxruntime_runner import graph_precision
@@ -68,13 +87,15 @@ def _record(onnx: Path, out: Path, profile: ShapeProfile, *, trt_version: str, w
     return {
         "format": RECORD_FORMAT,
         "engine": out.name,
+        "engine_sha256": hashlib.sha256(built.engine).hexdigest(),
         "onnx": str(onnx),
         "onnx_sha256": file_sha256(onnx),
         "precision": graph_precision(onnx),
-        "tensorrt_version": trt_version,
-        "gpu": current_gpu(),
+        "tensorrt_version": built.trt_version,
+        "gpu": built.gpu,
         "settings": {"strongly_typed": True, "profile": profile.to_dict(), "workspace_gb": workspace_gb,
-                     "timing_cache": str(timing_cache) if timing_cache else None},
+                     "timing_cache": str(timing_cache) if timing_cache else None,
+                     "timing_cache_status": built.timing.status if built.timing else None},
         "inputs": [t.to_dict() for t in io.inputs],
         "outputs": [t.to_dict() for t in io.outputs],
         "metadata": io.metadata,
@@ -82,6 +103,38 @@ def _record(onnx: Path, out: Path, profile: ShapeProfile, *, trt_version: str, w
         "build_seconds": round(seconds, 2),
         "segexport_version": segexport.__version__,
     }
+
+
+def _build(onnx: Path, profile: ShapeProfile, workspace_gb: float, timing_cache: Path | None) -> _Built:
+    """Parse, configure and build on torch's current CUDA device; raises before anything is written."""
+    trt = trt_api.tensorrt_module()
+    logger = trt_api.make_logger(trt)
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise MissingDependencyError(f"TensorRT cannot create a builder ({trt_api.first_error(logger)})")
+    network, _parser = _network(trt, builder, logger, onnx)
+    config = _config(trt, builder, network, profile, workspace_gb)
+    gpu = current_gpu()
+    key = timing_cache_key(trt.__version__, gpu)
+    timing = attach_timing_cache(config, timing_cache, key) if timing_cache is not None else None
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise CheckFailed(f"{onnx}: TensorRT {trt.__version__} could not build an engine "
+                          f"({trt_api.first_error(logger)})")
+    blob = serialized_timing_cache(config) if timing is not None and timing.cache is not None else None
+    return _Built(bytes(memoryview(serialized)), trt.__version__, gpu, timing, blob)
+
+
+def _write(out: Path, engine: bytes, record: dict[str, Any]) -> None:
+    """Engine and record, each written in full to a temporary file first, then renamed record first.
+
+    A failure while writing leaves the old engine and record as they were. The new record names
+    the new engine's sha256, so if only the record got renamed (a kill between the two renames),
+    the runner refuses the old engine with "rebuild it" instead of running it under a wrong record.
+    """
+    with atomic_path(out) as engine_tmp, atomic_path(record_path(out)) as record_tmp:
+        engine_tmp.write_bytes(engine)
+        record_tmp.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def build_engine(onnx: Path, out: Path, *, min_batch: int | None = None, opt_batch: int | None = None,
@@ -96,19 +149,23 @@ def build_engine(onnx: Path, out: Path, *, min_batch: int | None = None, opt_bat
         min_batch, opt_batch, max_batch, min_size, opt_size, max_size: the optimisation profile
             for the model's dynamic axes (see :func:`resolve_profile`).
         workspace_gb: limit of TensorRT's workspace memory pool (default 4 GiB).
-        timing_cache: file to load tactic timings from (when it exists) and save them to, so that
-            rebuilds are faster and pick the same kernels.
+        timing_cache: file to load tactic timings from (when it exists and fits this TensorRT
+            and GPU) and save them to, so that rebuilds are faster and pick the same kernels. A
+            cache that does not fit is replaced by a fresh one with a note, never a failed build
+            (see :mod:`segexport.engine.timing_cache`).
 
     Returns:
         ``out``.
 
     Raises:
-        MissingDependencyError: no tensorrt package, NVIDIA driver or CUDA device (names which).
+        MissingDependencyError: no tensorrt package, NVIDIA driver or CUDA device, or TensorRT
+            cannot create a builder here (names which).
         InputError: the file is missing, not ONNX, or rejected by TensorRT's parser.
         ConfigError: profile options that do not fit the model, or a non-positive workspace.
         CheckFailed: TensorRT fails to build the engine.
     """
     onnx, out = Path(onnx), Path(out)
+    timing_cache = None if timing_cache is None else Path(timing_cache)
     workspace_gb = DEFAULT_WORKSPACE_GB if workspace_gb is None else float(workspace_gb)
     if workspace_gb <= 0:
         raise ConfigError(f"--workspace must be a positive number of GiB, got {workspace_gb}")
@@ -120,22 +177,11 @@ def build_engine(onnx: Path, out: Path, *, min_batch: int | None = None, opt_bat
     if reason:
         line = trtexec_line(onnx, out, profile, workspace_gb=workspace_gb, timing_cache=timing_cache)
         raise MissingDependencyError(f"{reason}; elsewhere the same engine builds with: {line}")
-    import tensorrt as trt
-
     start = time.perf_counter()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network, _parser = _network(trt, builder, logger, onnx)
-    cache = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else b""
-    config = _config(trt, builder, network, profile, workspace_gb, cache)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise CheckFailed(f"{onnx}: TensorRT {trt.__version__} could not build an engine (see its log above)")
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(memoryview(serialized))
-    if timing_cache is not None:
-        with atomic_path(timing_cache) as tmp:
-            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
-    write_json(record_path(out), _record(onnx, out, profile, trt_version=trt.__version__, workspace_gb=workspace_gb,
-                                         timing_cache=timing_cache, seconds=time.perf_counter() - start))
+    built = _build(onnx, profile, workspace_gb, timing_cache)
+    record = _record(onnx, out, profile, built, workspace_gb=workspace_gb, timing_cache=timing_cache,
+                     seconds=time.perf_counter() - start)
+    _write(out, built.engine, record)
+    if timing_cache is not None and built.timing is not None and built.timing.cache is not None:
+        save_timing_cache(timing_cache, built.timing_blob, timing_cache_key(built.trt_version, built.gpu))
     return out

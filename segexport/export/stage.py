@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segexport import limits
 from segexport.data import Preprocess, load_arrays, normalize_batch, open_dataset
 from segexport.errors import CheckFailed, ConfigError, SegexportError
 from segexport.export.metadata import export_metadata
@@ -28,7 +29,9 @@ from segexport.export.onnx_export import (
 )
 from segexport.export.source import ExportSource, resolve_source
 from segexport.export.verify_onnx import AGREEMENT_BUDGET, verify_onnx
+from segexport.export.verify_onnx import BATCH as VERIFY_BATCH
 from segexport.fsutil import write_json
+from segexport.ownership import claim_outputs
 from segexport.models import check_input_size
 from segexport.postprocess import attach_conv_crf, check_crf_mode, crf_params
 from segexport.postprocess.conv_crf import DEFAULT_ITERATIONS as DEFAULT_CRF_ITERATIONS
@@ -176,6 +179,12 @@ def _check_crf_part(
         report["passed"] = False
 
 
+def _check_memory(shape: tuple[int, int], images: int) -> None:
+    """A size or image count the machine cannot hold fails before any work (see :mod:`segexport.limits`)."""
+    limits.check_inference_memory(shape, VERIFY_BATCH, "a smaller --input-size")
+    limits.check_decoded_images(images, shape, "--images", rows=2)  # PyTorch's and ONNX Runtime's labels
+
+
 def export_model(
     source: str,
     *,
@@ -193,6 +202,7 @@ def export_model(
     seed: int = 0,
     crf: str = "none",
     crf_iterations: int = DEFAULT_CRF_ITERATIONS,
+    force: bool = False,
 ) -> ExportResult:
     """Export ``source`` (``ARCH`` or a checkpoint folder) to a verified ONNX file.
 
@@ -211,6 +221,8 @@ def export_model(
             with the host CRF goes to the summary (``crf_vs_host``).
         crf_iterations: the ConvCRF's mean-field steps (default 3; see
             :mod:`segexport.postprocess.conv_crf` for why not the host CRF's 10).
+        force: write into ``out`` even where it holds files segexport did not write, or another
+            model's export (nothing is deleted; see :func:`segexport.ownership.claim_outputs`).
 
     Returns:
         The ONNX and ``rewrites.json`` paths, the summary (also in ``rewrites.json``) and notes.
@@ -225,7 +237,13 @@ def export_model(
     check_crf_mode(crf)
     if images < 1:
         raise ConfigError(f"images must be at least 1, got {images}")
+    limits.check_count(images, "--images", limits.IMAGES_MAX)
+    limits.check_seed(seed)
+    limits.check_input_size(input_size)
     src = resolve_source(source, size=size, checkpoint=checkpoint, seed=seed)
+    _check_memory(tuple(input_size or src.preprocess.size), images)
+    out_dir = claim_outputs(Path(out) if out is not None else src.default_out, [ONNX_NAME, REWRITES_NAME],
+                            source=f"{src.arch} ({src.source})", force=force)
     shape = tuple(input_size or src.preprocess.size)
     check_input_size(src.model, *shape)
     preprocess = dataclasses.replace(src.preprocess, size=shape)
@@ -245,7 +263,6 @@ def export_model(
         seconds["crf"] = time.perf_counter() - t
     sizes = check_sizes(shape, src.model.input_divisor) if dynamic_hw else []
     _probe_sizes(rewritten, data.images, sizes)
-    out_dir = Path(out) if out is not None else src.default_out
     graph = {"opset": opset, "dynamic_batch": dynamic_batch, "dynamic_hw": dynamic_hw, "output": output}
     exported = _export(src, rewritten, out_dir / ONNX_NAME, preprocess, simplify=simplify, crf=crf_report, **graph)
     seconds["export"] = exported.seconds

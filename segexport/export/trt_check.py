@@ -24,8 +24,8 @@ from pathlib import Path
 import onnx
 import onnx.inliner
 import onnx.shape_inference
-from google.protobuf.message import DecodeError
 
+from segexport.error_map import translated_errors
 from segexport.errors import InputError
 from segexport.export.trt_graph import GraphIndex, iter_nodes
 from segexport.export.trt_rules import INFO, RESTRICTED, RULES, UNSUPPORTED, apply_rules
@@ -136,13 +136,8 @@ def _load_model(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, s
         raise InputError(f"{path}: no such file; pass the path of an .onnx model")
     if not path.is_file():
         raise InputError(f"{path}: not a file; pass the path of an .onnx model")
-    try:
+    with translated_errors(path):  # a damaged file, or external data missing or truncated
         proto = onnx.load(str(path))
-    except DecodeError as exc:
-        raise InputError(f"{path}: not an ONNX model (it does not parse as ONNX protobuf)") from exc
-    except OSError as exc:
-        # onnx.load also reads external-data files next to the model; name what was missing.
-        raise InputError(f"{path}: cannot read the model or its external data ({exc})") from exc
     if proto.ir_version == 0 or not proto.HasField("graph"):
         raise InputError(f"{path}: not an ONNX model (no IR version or graph in it)")
     return proto, str(path)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segexport.error_map import translated_errors
 from segexport.errors import CheckFailed
 from segexport.rewrite.common import argmax_agreement, max_abs_diff, run_batched
 
@@ -25,12 +26,11 @@ BATCH = 4  # the batch size of the main run, and the larger side of the batch ch
 SIZE_CHECK_IMAGES = 8  # images per extra size of a dynamic-size check
 
 
-def _ort_errors(*, loading: bool = False) -> tuple[type[Exception], ...]:
-    """ONNX Runtime's exception types for a failed run (and, with ``loading``, a failed load)."""
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's exception types for a failed run (a failed load: :func:`open_session`)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    run = (state.Fail, state.InvalidArgument, state.InvalidGraph, state.RuntimeException)
-    return (*run, state.InvalidProtobuf, state.NoSuchFile) if loading else run
+    return state.Fail, state.InvalidArgument, state.InvalidGraph, state.RuntimeException
 
 
 def open_session(onnx_path: str | Path, *, providers: Sequence[str] = ("CPUExecutionProvider",),
@@ -38,17 +38,18 @@ def open_session(onnx_path: str | Path, *, providers: Sequence[str] = ("CPUExecu
     """An ONNX Runtime session (CPU provider by default) with ``threads`` (default: as many as torch uses).
 
     Raises:
-        CheckFailed: ONNX Runtime cannot load the file.
+        InputError: ONNX Runtime cannot load the file (corrupt, IR version too new, external
+            data missing, unknown operator).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.log_severity_level = 3  # errors only: ORT warns about unused initializers etc.
-    try:
+    # Fatal only: ORT warns about unused initializers etc., and a load error, raised below,
+    # would otherwise also be logged to stderr as a second, multi-line report.
+    options.log_severity_level = 4
+    with translated_errors(onnx_path):
         return ort.InferenceSession(str(onnx_path), options, providers=list(providers))
-    except _ort_errors(loading=True) as exc:
-        raise CheckFailed(f"{onnx_path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from exc
 
 
 def _static_batch(session: Any) -> int | None:
@@ -178,7 +179,7 @@ def verify_onnx(
         ``sizes`` (one entry per size, the export size first), ``passed`` and ``problems``.
 
     Raises:
-        CheckFailed: ONNX Runtime cannot load the file.
+        InputError: ONNX Runtime cannot load the file.
     """
     session = open_session(onnx_path)
     static = _static_batch(session)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segexport.locks import folder_lock
+from segexport.ownership import claim_outputs
 from segexport.pipeline.cache import (
     STAGES_DIR,
     StageRecord,
@@ -149,7 +151,7 @@ def build(
     budget_fp16: float | None = None, budget_int8: float | None = None, max_fallback: int | None = None,
     out: str | Path | None = None, random_init: bool = False, skip_accuracy: bool = False,
     junit: str | Path | None = None, progress: bool = True, overrides: dict[str, Any] | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None, force: bool = False,
 ) -> dict[str, Any]:
     """Build every deployment variant of ``arch`` into one folder, verify each, write the report.
 
@@ -173,6 +175,11 @@ def build(
         overrides: further recipe values (``epochs``, ``train_images``, ``val_images``,
             ``batch_size``, ``lr``, ``seed``), e.g. for quick builds.
         log: called with one line per stage event (start, cached, done, skipped).
+        force: build into ``out`` even when it holds files segexport did not write or another
+            architecture's build (nothing is deleted; see :func:`segexport.ownership.claim_outputs`).
+
+    The build folder is locked while the build runs (:func:`segexport.locks.folder_lock`): a
+    second build into it is refused naming the first one's process.
 
     Returns:
         The report (``report.json``) plus ``stages``: each stage's status in this run
@@ -188,8 +195,17 @@ def build(
         arch, checkpoint=checkpoint, size=size, backbone=backbone, input_size=input_size, fp16=fp16, int8=int8,
         target=target, data=data, calib=calib, calib_images=calib_images, method=method, budget_fp16=budget_fp16,
         budget_int8=budget_int8, max_fallback=max_fallback, out=out, random_init=random_init,
-        skip_accuracy=skip_accuracy, junit=junit, overrides=overrides,
+        skip_accuracy=skip_accuracy, junit=junit, overrides=overrides, force=force,
     )
+    claim_outputs(plan.build_dir, owner=f"the build of {arch}", force=plan.force)  # nothing written if refused
+    with folder_lock(plan.build_dir, f"segexport build {arch}") as lock:
+        if lock.taken_over and log is not None:
+            log(f"lock: took over from {lock.taken_over}, which did not finish")
+        return _run(plan, progress, log)
+
+
+def _run(plan: BuildPlan, progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
+    """The stages of a claimed, locked build folder, then verification."""
     from segexport.verify.report import verify_build
 
     b = _Build(plan, Stages(StageStore(plan.build_dir), log), progress)
@@ -199,7 +215,7 @@ def build(
     variants = _variants(b, onnx, export_size)
     _manifest(plan, export_size, variants)
     report = b.stages.timed("verify", f"{len(variants) + 1} rows (PyTorch reference included)", lambda: verify_build(
-        plan.build_dir, skip_accuracy=plan.skip_accuracy, junit=plan.junit, progress=progress))
+        plan.build_dir, skip_accuracy=plan.skip_accuracy, junit=plan.junit, progress=b.progress))
     b.stages.save_last_run()
     return {**report, "stages": b.stages.as_list(), "build_notes": b.notes}
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segexport import limits
 from segexport.errors import ConfigError, InputError
 from segexport.recipe import Recipe, load_recipe, resolve_recipe
 
@@ -22,6 +23,7 @@ DEFAULT_OUT = Path("builds")
 RECIPE_OVERRIDES = ("epochs", "train_images", "val_images", "batch_size", "lr", "seed")
 EXPORT_IMAGES = 32  # export verification images (at most the val images)
 SKIP_ACCURACY_IMAGES = 1  # with --skip-accuracy the precision stage judges on one image only
+MAX_ROWS = 8  # rows a build verifies at most: the reference and seven variants
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class BuildPlan:
     skip_accuracy: bool
     budgets: dict[str, float]
     junit: Path | None
+    force: bool = False
 
     @property
     def data(self) -> str:
@@ -111,7 +114,8 @@ def _count_val(recipe: Recipe) -> int:
     """The number of val images of the recipe's data (also checks that the data exist)."""
     from segexport.data import open_dataset
 
-    source = open_dataset(recipe.data, "val", size=tuple(recipe.input_size), seed=recipe.seed, length=recipe.val_images)
+    source = open_dataset(recipe.data, "val", size=tuple(recipe.input_size), seed=recipe.seed, length=recipe.val_images,
+                          length_option="--val-images")
     if len(source) < 1:
         raise InputError(f"--data {recipe.data}: the val split is empty; pass data with val images")
     return len(source)
@@ -153,11 +157,21 @@ def _check_source(checkpoint: Path | None, random_init: bool, size: str | None, 
                           f"checkpoint folder {checkpoint}; drop {' and '.join(given)}")
 
 
+def _check_memory(recipe: Recipe, val_images: int) -> None:
+    """A size, batch or val count the machine cannot hold fails before training (see :mod:`segexport.limits`)."""
+    from segexport.verify.latency import THROUGHPUT_BATCH
+
+    batch = max(recipe.batch_size, THROUGHPUT_BATCH)
+    limits.check_inference_memory(recipe.input_size, batch, "a smaller --input-size (or recipe batch_size)")
+    limits.check_decoded_images(val_images, recipe.input_size, "--val-images", rows=MAX_ROWS)
+
+
 def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, backbone: str | None,
                input_size: tuple[int, int] | None, fp16: bool, int8: bool, target: str, data: str | None,
                calib: str | None, calib_images: int | None, method: str | None, budget_fp16: float | None,
                budget_int8: float | None, max_fallback: int | None, out: str | Path | None, random_init: bool,
-               skip_accuracy: bool, junit: str | Path | None, overrides: dict[str, Any] | None) -> BuildPlan:
+               skip_accuracy: bool, junit: str | Path | None, overrides: dict[str, Any] | None,
+               force: bool = False) -> BuildPlan:
     """Resolve and check every build option (see :func:`segexport.pipeline.build`).
 
     Raises:
@@ -187,6 +201,7 @@ def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, ba
     if max_fallback is not None and max_fallback < 0:
         raise ConfigError(f"--max-fallback must be >= 0 (0 turns the sensitivity pass off), got {max_fallback}")
     val_images = _count_val(recipe)
+    _check_memory(recipe, val_images)
     _check_calib(calib, recipe)
     build_dir = Path(out) if out is not None else DEFAULT_OUT / arch
     _check_writable(build_dir)
@@ -196,5 +211,5 @@ def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, ba
         trt_engines=target != "cpu", calib=calib, calib_images=calib_images, method=method,
         max_fallback=max_fallback, val_images=val_images, skip_accuracy=skip_accuracy or random_init,
         budgets={"fp16": recipe.budget_fp16, "int8.tensorrt": recipe.budget_int8, "int8.cpu": recipe.budget_int8_cpu},
-        junit=Path(junit) if junit is not None else None,
+        junit=Path(junit) if junit is not None else None, force=force,
     )

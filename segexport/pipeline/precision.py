@@ -11,6 +11,7 @@ and would not run under the new one either (see :func:`budget_range`).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +80,29 @@ def _quantize(plan: BuildPlan, onnx_path: Path, precision: str, target: str | No
 
     name = summary_name(precision, target)
     final = output_files(plan.build_dir, precision, target)[0]
-    final.unlink(missing_ok=True)  # so that after a CheckFailed, an existing file is this call's
+    started_ns = time.time_ns()  # a file renamed into place after this is this call's (the old one stays until then)
     int8 = {"target": target, "calib": plan.calib, "calib_images": plan.calib_images, "method": plan.method,
             "calib_cache": calib_cache} if precision == "int8" else {}
     max_fallback = 0 if plan.skip_accuracy else plan.max_fallback
     try:
         result = quantize_model(
             onnx_path, precision=precision, budget=plan.budgets[name], max_fallback=max_fallback, val=_val_spec(plan),
-            val_images=plan.judge_images, out=plan.build_dir, seed=plan.seed, progress=progress, **int8,
+            val_images=plan.judge_images, out=plan.build_dir, seed=plan.seed, progress=progress, force=True, **int8,
         )
         return result.summary
     except CheckFailed:
         summary = read_summaries(plan.build_dir).get(name)
-        if summary is None or not summary.get("problems") or not final.is_file():
+        if summary is None or not summary.get("problems") or not _written_since(final, started_ns):
             raise
         return summary
+
+
+def _written_since(path: Path, started_ns: int) -> bool:
+    """Whether ``path`` exists and was renamed into place at or after ``started_ns``."""
+    try:
+        return path.stat().st_mtime_ns >= started_ns - 1_000_000  # 1 ms: file systems round mtimes
+    except OSError:
+        return False
 
 
 def _val_spec(plan: BuildPlan) -> str | None:

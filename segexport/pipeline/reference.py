@@ -196,5 +196,5 @@ def make_reference(plan: BuildPlan, *, progress: bool) -> list[Path]:
     else:
         from segexport.train import train_checkpoint
 
-        train_checkpoint(plan.recipe, dst, progress=progress)
+        train_checkpoint(plan.recipe, dst, progress=progress, force=True)  # the build claimed its folder
     return read_reference(dst).files()

@@ -23,6 +23,7 @@ import io
 import json
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -150,6 +151,33 @@ def _padded(x: np.ndarray, batch: int, static: bool) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], batch - len(x), axis=0)])
 
 
+def _external_locations(model_path: Path) -> set[str]:
+    """The files external tensors of the main graph (initializers, Constant values) live in."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    tensors = [*graph.initializer, *(a.t for node in graph.node for a in node.attribute if a.HasField("t"))]
+    return {entry.value for tensor in tensors for entry in tensor.external_data if entry.key == "location"}
+
+
+def private_copy(model_path: str | Path, folder: str | Path) -> Path:
+    """``model_path`` and its external data files, copied byte for byte into ``folder``.
+
+    ONNX Runtime's quantization tools write a shape-inferred ``NAME-inferred.onnx`` beside the
+    model they are given; handing them this copy keeps that file out of the user's folder
+    (which may be read-only or shared). A missing external data file is left missing: loading
+    the copy then fails the way loading the original would.
+    """
+    source, target = Path(model_path), Path(folder)
+    for name in [source.name, *sorted(_external_locations(source))]:
+        src, dst = source.parent / name, target / name
+        if not src.is_file() or not dst.resolve().is_relative_to(target.resolve()):
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)  # not a hard link: onnx refuses external data with several links
+    return target / source.name
+
+
 def calibrate(model_path: str | Path, images: CalibrationImages, settings: CalibrationSettings, *,
               input_name: str, static_batch: int | None = None, progress: bool = True,
               notes: list[str] | None = None) -> Any:
@@ -167,7 +195,7 @@ def calibrate(model_path: str | Path, images: CalibrationImages, settings: Calib
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # quantize_static's default set
     with tempfile.TemporaryDirectory(prefix="segexport-calib-") as tmp, quiet_quantization(notes):
         calibrator = create_calibrator(
-            Path(model_path), op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            private_copy(model_path, tmp), op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=settings.ort_method, extra_options=settings.calibrator_options(),
         )
         with progress_bar(progress) as bar:

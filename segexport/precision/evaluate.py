@@ -66,12 +66,15 @@ def load_val(spec: str, preprocess: Preprocess, *, count: int | None, seed: int,
 
     Args:
         option: the command-line option that gave ``spec``, named in errors (``--data`` for verify).
+            The option of ``count`` named in errors follows: ``--images`` for ``--data``, else
+            ``--val-images``.
 
     Raises:
         InputError: the data set's classes differ in number from the model's outputs, or a sample is unreadable.
         ConfigError, UnknownNameError: a malformed spec or count.
     """
-    source = open_dataset(spec, "val", size=preprocess.size, seed=seed, length=count)
+    count_option = "--images" if option == "--data" else "--val-images"
+    source = open_dataset(spec, "val", size=preprocess.size, seed=seed, length=count, length_option=count_option)
     if num_classes is not None and len(source.classes) != num_classes:
         raise InputError(f"{option} {spec} has {len(source.classes)} classes but the model predicts {num_classes}; "
                          f"pass {option} data with the model's classes")
@@ -94,7 +97,7 @@ def predict(path: str | Path, val: ValData, *, keep_logits: int = 0, limit: int 
     """Run ``path`` on the first ``limit`` (default all) val images.
 
     Raises:
-        CheckFailed: ONNX Runtime cannot load the file.
+        InputError: ONNX Runtime cannot load the file.
     """
     from segexport.export.verify_onnx import open_session, run_onnx
 

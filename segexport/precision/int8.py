@@ -39,7 +39,7 @@ from onnx import numpy_helper
 from segexport.errors import ConfigError
 from segexport.export.metadata import set_metadata
 from segexport.fsutil import atomic_path
-from segexport.precision.calibrate import CalibrationSettings, quiet_quantization
+from segexport.precision.calibrate import CalibrationSettings, private_copy, quiet_quantization
 
 _WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 _TOOL_PROPS = ("onnx.infer", "onnx.quant.pre_process")  # markers the library leaves; not the model's
@@ -91,7 +91,7 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Targ
     with tempfile.TemporaryDirectory(prefix="segexport-int8-") as tmp, quiet_quantization(notes):
         raw = Path(tmp) / "quantized.onnx"
         quantize_static(
-            str(model_path), str(raw), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+            str(private_copy(model_path, tmp)), str(raw), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(target.op_types) if target.op_types else None, per_channel=True,
             reduce_range=False, activation_type=activation, weight_type=QuantType.QInt8,
             nodes_to_exclude=sorted({*nodes_to_exclude, *tail, *pools}), calibrate_method=settings.ort_method,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from segexport.errors import ConfigError
+from segexport import limits
 from segexport.fsutil import atomic_path
 from segexport.precision.calibrate import (
     DEFAULT_METHOD,
@@ -103,11 +103,10 @@ def resolve_int8_options(*, target: str | None, calib: str | None, calib_images:
 
     Raises:
         ConfigError: an unknown target or method, a percentile without ``percentile`` or out
-            of range, or fewer than 1 calibration image.
+            of range, or a calibration count outside 1..``limits.IMAGES_MAX``.
     """
     count = DEFAULT_CALIB_IMAGES if calib_images is None else calib_images
-    if count < 1:
-        raise ConfigError(f"--calib-images must be at least 1, got {count}")
+    limits.check_count(count, "--calib-images", limits.IMAGES_MAX)
     return {"target": get_target(target or DEFAULT_TARGET), "settings": CalibrationSettings(method or DEFAULT_METHOD, percentile),
             "calib": calib or DEFAULT_CALIB, "count": count, "cache": Path(calib_cache) if calib_cache is not None else None}
 

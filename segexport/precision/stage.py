@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from segexport import limits
 from segexport.errors import CheckFailed, ConfigError
 from segexport.precision.evaluate import (
     DEFAULT_VAL,
@@ -195,11 +196,34 @@ def budget_problem(name: str, judged: dict[str, Any], budget: float) -> list[str
             f"(--max-fallback {limit})"]
 
 
+def _claim(out_dir: Path, model: Path, precision: str, target: str | None, force: bool) -> Path:
+    """Check up front that the variant's files may be written into ``out_dir`` (see ``ownership``)."""
+    from segexport.ownership import claim_outputs
+    from segexport.precision.fp16 import FP16_FILENAME
+    from segexport.precision.int8 import get_target
+    from segexport.precision.int8_stage import RANGES_NAME, TRT_CACHE_NAME
+    from segexport.precision.summary import SUMMARY_NAME
+
+    if precision == "fp16":
+        names = [FP16_FILENAME]
+    else:
+        names = [get_target(target or "").filename, RANGES_NAME] + ([TRT_CACHE_NAME] if target == "tensorrt" else [])
+    claim_outputs(out_dir, [SUMMARY_NAME], force=force)
+    return claim_outputs(out_dir, names, source=f"model {model.resolve()}", force=force)
+
+
+def _check_image_memory(info: ModelInfo, val_images: int | None, calib_images: int | None) -> None:
+    """Val and calibration images given in numbers the machine cannot hold fail before any work."""
+    for count, option in ((val_images, "--val-images"), (calib_images, "--calib-images")):
+        if limits.check_count(count, option, limits.IMAGES_MAX) is not None:
+            limits.check_decoded_images(count, info.preprocess.size, option)
+
+
 def quantize_model(model: str | Path, *, precision: str, target: str | None = None, calib: str | None = None,
                    calib_images: int | None = None, method: str | None = None, percentile: float | None = None,
                    calib_cache: str | Path | None = None, budget: float | None = None, max_fallback: int | None = None,
                    val: str | None = None, val_images: int | None = None, out: str | Path | None = None,
-                   seed: int = 0, progress: bool = True) -> QuantizeResult:
+                   seed: int = 0, progress: bool = True, force: bool = False) -> QuantizeResult:
     """Make the INT8 (``target`` tensorrt or cpu) or FP16 variant of ``model`` and judge it.
 
     Args:
@@ -211,6 +235,8 @@ def quantize_model(model: str | Path, *, precision: str, target: str | None = No
         val, val_images: validation data spec (default ``synthetic``) and how many images (default all).
         out: output folder (default: the model's folder).
         seed: the calibration sample's and the synthetic data's seed.
+        force: write into ``out`` even where it holds files segexport did not write, or another
+            model's (see :func:`segexport.ownership.claim_outputs`; nothing is deleted).
 
     Raises:
         InputError, ConfigError, UnknownNameError: bad model, data or options.
@@ -218,8 +244,10 @@ def quantize_model(model: str | Path, *, precision: str, target: str | None = No
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    limits.check_seed(seed)
     started = time.perf_counter()
     info = read_model_info(model)
+    _check_image_memory(info, val_images, calib_images)
     int8_options = {"target": target, "calib": calib, "calib_images": calib_images, "method": method,
                     "percentile": percentile, "calib_cache": calib_cache}
     if precision == "fp16":
@@ -230,8 +258,8 @@ def quantize_model(model: str | Path, *, precision: str, target: str | None = No
         from segexport.precision.int8_stage import resolve_int8_options
 
         int8_options = resolve_int8_options(**int8_options)  # option errors before any data is read
-    out_dir = Path(out) if out is not None else info.path.parent
     target_name = int8_options["target"].name if precision == "int8" else None
+    out_dir = _claim(Path(out) if out is not None else info.path.parent, info.path, precision, target_name, force)
     resolved = resolve_budget(info, precision, target_name, budget)
     with tempfile.TemporaryDirectory(prefix="segexport-quantize-") as tmp:
         ctx = make_context(info, out_dir, Path(tmp), val=val, val_images=val_images, seed=seed, budget=resolved,

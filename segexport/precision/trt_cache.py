@@ -13,11 +13,17 @@ reject another version's header, so the version is the installed TensorRT's when
 
 onnxruntime's ``write_calibration_table`` writes a different format (for its own TensorRT
 execution provider: ``name value`` lines and a flatbuffers table), so this one is written here.
+
+Who reads it: TensorRT 10 users who build *implicitly* quantized engines from the FP32 model
+(``trtexec --onnx=model.onnx --int8 --calib=calibration.cache``, no ``--stronglyTyped``).
+segexport's own engines do not: they are strongly typed, built from the Q/DQ model, whose scales
+are in the graph. TensorRT 11 reads no calibration cache at all (the calibrator API and implicit
+INT8 are gone, and trtexec ignores ``--calib`` with ``--stronglyTyped``), so with TensorRT 11
+installed the header still names TensorRT 10.0.0, the version family that can use the file.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import struct
@@ -25,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from segexport.engine.trt_api import tensorrt_version, version_tuple
 from segexport.errors import InputError
 from segexport.fsutil import atomic_path
 
@@ -54,14 +61,24 @@ def version_number(version: tuple[int, int, int]) -> int:
     return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 
-def installed_trt_version() -> tuple[int, int, int]:
-    """The installed TensorRT's version, or ``DEFAULT_TRT_VERSION`` when it is not installed."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return DEFAULT_TRT_VERSION
-    import tensorrt
+def cache_trt_version(installed: str | None) -> tuple[int, int, int]:
+    """The TensorRT version a calibration cache's header names, given the installed one's ``__version__``.
 
-    major, minor, patch = ([int(p) for p in re.findall(r"\d+", tensorrt.__version__)] + [0, 0, 0])[:3]
-    return major, minor, patch
+    The installed TensorRT 10.x itself; ``DEFAULT_TRT_VERSION`` when TensorRT does not import
+    (missing or broken) or is 11 or newer, which reads no calibration cache.
+    """
+    if installed is None:
+        return DEFAULT_TRT_VERSION
+    version = version_tuple(installed)
+    return version if version[0] < 11 else DEFAULT_TRT_VERSION
+
+
+def installed_trt_version() -> tuple[int, int, int]:
+    """The version for the cache header here: :func:`cache_trt_version` of the installed TensorRT.
+
+    Never raises: a broken ``tensorrt`` install counts as none (``quantize --int8`` needs no GPU).
+    """
+    return cache_trt_version(tensorrt_version())
 
 
 def _float32_hex(value: float) -> str:

@@ -43,9 +43,12 @@ def _open_tensorrt(path: Path, precision: str | None) -> Runner:
     reason = engine_unavailable_reason()
     if reason:
         raise MissingDependencyError(f"{path}: {reason}")
+    from segexport.distributed import local_device_index
     from segexport.runners.tensorrt_runner import TensorRTRunner
 
-    return TensorRTRunner(path, precision=precision)
+    # Under torchrun each process uses LOCAL_RANK's GPU (the one distributed.py selects), so the
+    # engine, its context, the buffers and the stream all sit on one device.
+    return TensorRTRunner(path, precision=precision, device_index=local_device_index())
 
 
 def open_runner(artifact: str | Path, *, backend: str | None = None, precision: str | None = None,

@@ -88,8 +88,8 @@ class OnnxRuntimeRunner(Runner):
 
         Raises:
             MissingDependencyError: onnxruntime does not import.
-            InputError: a missing file, bad options, or a graph without a logits output.
-            CheckFailed: ONNX Runtime cannot load the file.
+            InputError: a missing file, bad options, a graph without a logits output, or a file
+                ONNX Runtime cannot load.
         """
         from segexport.export.verify_onnx import open_session
 

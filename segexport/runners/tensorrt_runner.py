@@ -3,13 +3,15 @@
 Written against TensorRT 10 and 11 (``num_io_tensors``, ``get_tensor_name``,
 ``get_tensor_mode``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). The
 engine's I/O tensor names, types and shapes come from the engine itself; device memory is
-torch CUDA tensors on a torch stream. Before deserialising, the build record beside the engine
-is checked: an engine built by another TensorRT version or for another GPU is refused with a
-message saying to rebuild it.
+torch CUDA tensors on a torch stream, on the same device as the engine. Before deserialising,
+the build record beside the engine is checked: an engine built by another TensorRT version or
+for another GPU, or one that is not the engine its record describes, is refused with a message
+saying to rebuild it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from segexport.engine import trt_api
 from segexport.engine.availability import current_gpu, engine_unavailable_reason
-from segexport.engine.record import engine_mismatch, read_engine_record
-from segexport.errors import CheckFailed, InputError, MissingDependencyError
+from segexport.engine.record import engine_mismatch, read_engine_record, record_path
+from segexport.errors import CheckFailed, ConfigError, InputError, MissingDependencyError
 from segexport.runners.base import PRECISIONS, Runner, check_images, check_precision
 
 # TensorRT DataType member name -> torch dtype name (looked up by name: members differ across versions).
@@ -45,8 +48,37 @@ def _record_input_size(record: dict[str, Any]) -> tuple[int, int]:
     return int(profile["opt"][2]), int(profile["opt"][3])
 
 
+def check_device_index(artifact: Path, index: int, count: int) -> None:
+    """Refuse a CUDA device index this process cannot see.
+
+    Raises:
+        ConfigError: ``index`` is not one of the ``count`` visible devices.
+    """
+    if not 0 <= index < count:
+        raise ConfigError(f"{artifact}: CUDA device {index} does not exist here ({count} visible); "
+                          f"under torchrun use --nproc-per-node {count} or fewer, else check CUDA_VISIBLE_DEVICES")
+
+
+def engine_bytes(artifact: Path, record: dict[str, Any]) -> bytes:
+    """The engine file, checked against the sha256 its record names (records from before it have none).
+
+    Raises:
+        InputError: the engine is not the one its record describes (e.g. a build interrupted between
+            writing the two).
+    """
+    blob = artifact.read_bytes()
+    expected = record.get("engine_sha256")
+    if expected is not None and hashlib.sha256(blob).hexdigest() != expected:
+        raise InputError(f"{artifact}: the engine does not match its record {record_path(artifact).name}; "
+                         f"rebuild it with `segexport engine {record.get('onnx', 'MODEL.onnx')}`")
+    return blob
+
+
 class TensorRTRunner(Runner):
     """One deserialised engine and an execution context on CUDA device ``device_index``.
+
+    Engine, context, buffers and stream all live on that device: TensorRT creates its objects on
+    the thread's current CUDA device, so loading and every run happen inside ``torch.cuda.device``.
 
     Attributes:
         max_batch: the largest batch of the engine's profile (larger inputs run in chunks).
@@ -55,16 +87,40 @@ class TensorRTRunner(Runner):
 
     backend = "tensorrt"
 
-    def __init__(self, artifact: str | Path, *, precision: str | None = None, device_index: int = 0) -> None:
-        """Check the engine's record against this machine, then load it.
+    def __init__(self, artifact: str | Path, *, precision: str | None = None, device_index: int | None = None) -> None:
+        """Check the engine's record against this machine, then load it on ``device_index``
+        (default: torch's current device; ``open_runner`` passes LOCAL_RANK's under torchrun).
 
         Raises:
             InputError: a missing engine or record, a record of another TensorRT version or GPU,
-                a ``precision`` other than the engine's, or an engine without a float logits output.
+                an engine that does not match its record, a ``precision`` other than the engine's,
+                an engine without a float logits output, or no execution context (device memory).
+            ConfigError: ``device_index`` is not a visible CUDA device.
             MissingDependencyError: no tensorrt package, NVIDIA driver or CUDA device (names which).
         """
         check_precision(precision, PRECISIONS, self.backend)
         self.artifact = Path(artifact)
+        self._closed = False
+        record = self._usable_record(precision)
+        trt = trt_api.tensorrt_module()
+        import torch
+
+        index = torch.cuda.current_device() if device_index is None else device_index
+        check_device_index(self.artifact, index, torch.cuda.device_count())
+        gpu = current_gpu(index)
+        mismatch = engine_mismatch(record, trt.__version__, gpu)
+        if mismatch:
+            raise InputError(f"{self.artifact}: {mismatch}")
+        self.precision = record["precision"]
+        self._device = torch.device("cuda", index)
+        with torch.cuda.device(self._device):
+            self._load(trt, engine_bytes(self.artifact, record))
+            self._stream = torch.cuda.Stream(self._device)
+        self.max_batch = int(record["settings"]["profile"]["max"][0])
+        self.input_size = _record_input_size(record)
+        self.device = f"{gpu['name']} (cuda:{index}), TensorRT {trt.__version__}"
+
+    def _usable_record(self, precision: str | None) -> dict[str, Any]:
         record = read_engine_record(self.artifact)
         if precision is not None and precision != record["precision"]:
             raise InputError(f"{self.artifact}: the engine's precision is {record['precision']}, not {precision}; "
@@ -72,28 +128,24 @@ class TensorRTRunner(Runner):
         reason = engine_unavailable_reason()
         if reason:
             raise MissingDependencyError(f"{self.artifact}: {reason}")
-        import tensorrt as trt
-        import torch
-
-        gpu = current_gpu(device_index)
-        mismatch = engine_mismatch(record, trt.__version__, gpu)
-        if mismatch:
-            raise InputError(f"{self.artifact}: {mismatch}")
-        self.precision = record["precision"]
-        self._device = torch.device("cuda", device_index)
-        self._load(trt, self.artifact.read_bytes())
-        self.max_batch = int(record["settings"]["profile"]["max"][0])
-        self.input_size = _record_input_size(record)
-        self.device = f"{gpu['name']} (cuda:{device_index}), TensorRT {trt.__version__}"
-        self._stream = torch.cuda.Stream(self._device)
+        return record
 
     def _load(self, trt: Any, blob: bytes) -> None:
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        """Runtime, engine and execution context on the current CUDA device; I/O names and types."""
+        self._logger = trt_api.make_logger(trt)
         self._runtime = trt.Runtime(self._logger)
+        if self._runtime is None:
+            raise MissingDependencyError(f"{self.artifact}: TensorRT cannot create a runtime "
+                                         f"({trt_api.first_error(self._logger)})")
         self._engine = self._runtime.deserialize_cuda_engine(blob)
         if self._engine is None:
-            raise InputError(f"{self.artifact}: TensorRT cannot deserialise it (see its log above); rebuild it")
+            raise InputError(f"{self.artifact}: TensorRT cannot deserialise it "
+                             f"({trt_api.first_error(self._logger)}); rebuild it")
         self._context = self._engine.create_execution_context()
+        if self._context is None:  # TensorRT returns None, e.g. when device memory runs out
+            raise InputError(f"{self.artifact}: TensorRT could not create an execution context "
+                             f"({trt_api.first_error(self._logger)}); free GPU memory (see nvidia-smi) "
+                             "or rebuild the engine with a smaller --max-batch")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self.io = {n: (self._engine.get_tensor_mode(n), self._engine.get_tensor_dtype(n)) for n in names}
         inputs = [n for n, (mode, _) in self.io.items() if mode == trt.TensorIOMode.INPUT]
@@ -154,7 +206,7 @@ class TensorRTRunner(Runner):
         return logits, start.elapsed_time(end) / 1000.0
 
     def _check_open(self, images: np.ndarray) -> np.ndarray:
-        if self._context is None:
+        if self._closed:
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
         return check_images(images, self)
 
@@ -173,6 +225,7 @@ class TensorRTRunner(Runner):
 
     def close(self) -> None:
         # Context before engine before runtime: TensorRT's documented destruction order.
+        self._closed = True
         self._context = None
         self._engine = None
         self._runtime = None

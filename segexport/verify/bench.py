@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segexport import limits
 from segexport.errors import CheckFailed, InputError
 from segexport.progress import progress_bar
 from segexport.runners import Runner, open_runner
@@ -48,7 +49,9 @@ def _bench_one(path: Path, *, runs: int | None, batch: int | None, threads: int 
                size: tuple[int, int] | None) -> dict[str, Any]:
     with lat.PeakRss() as memory, _open(path, threads) as runner:
         shape = _input_size(runner, size)
-        images = random_inputs(shape, runner.fixed_batch or batch or lat.THROUGHPUT_BATCH)
+        count = runner.fixed_batch or batch or lat.THROUGHPUT_BATCH
+        limits.check_inference_memory(shape, count, "a smaller --input-size or --batch", where=f"{path}: ")
+        images = random_inputs(shape, count)
         row = {"artifact": str(path), "backend": runner.backend, "precision": runner.precision,
                "device": runner.device, "input_size": list(shape), "fixed_batch": runner.fixed_batch,
                **lat.measure_latency(runner, images, runs=runs, batch=batch)}
@@ -77,9 +80,10 @@ def bench_artifacts(artifacts: Sequence[str | Path], *, runs: int | None = None,
     """
     if not artifacts:
         raise InputError("no artifact given; pass checkpoint folders, .onnx files or .plan engines")
-    lat.check_count(runs, "--runs")
-    lat.check_count(batch, "--batch")
-    lat.check_count(threads, "--threads")
+    limits.check_count(runs, "--runs", limits.RUNS_MAX)
+    limits.check_count(batch, "--batch", limits.BATCH_MAX)
+    limits.check_count(threads, "--threads", limits.THREADS_MAX)
+    limits.check_input_size(input_size)
     rows = []
     with progress_bar(progress) as bar:
         task = bar.add_task("bench", total=len(artifacts), info="")

@@ -50,7 +50,7 @@ def evaluate_confusion(
     spec = data or recipe.get("data", "synthetic")
     seed = int(recipe.get("seed", 0))
     length = images or (config.training.get("val_images") if data is None else None)
-    source = open_dataset(spec, "val", size=config.preprocess.size, seed=seed, length=length)
+    source = open_dataset(spec, "val", size=config.preprocess.size, seed=seed, length=length, length_option="--images")
     if len(source.classes) != len(config.classes):
         raise InputError(
             f"data set {spec} has {len(source.classes)} classes but the checkpoint predicts "

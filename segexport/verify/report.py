@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from segexport import limits
 from segexport.checkpoint import ModelConfig
 from segexport.distributed import (
     all_reduce_confusion,
@@ -42,12 +43,14 @@ from segexport.errors import (
     MissingDependencyError,
 )
 from segexport.fsutil import atomic_path, write_json
+from segexport.ownership import claim_outputs, is_known
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, load_val, logit_error
 from segexport.progress import progress_bar
 from segexport.runners import open_runner
 from segexport.runners.torch_runner import TorchRunner
 from segexport.verify import latency as lat
 from segexport.verify.crf_rows import measure_crf_rows
+from segexport.verify.integrity import check_artifacts
 from segexport.verify.manifest import BuildManifest, VariantSpec, read_manifest
 from segexport.verify.parity import (
     LOGIT_IMAGES,
@@ -69,6 +72,7 @@ from segexport.verify.render import render_markdown, write_junit
 
 T = TypeVar("T")
 REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG = "report.json", "report.md", "parity.png", "latency.png"
+REPORT_FILES = (REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG)
 PARITY_IMAGES = 3
 REFERENCE_NAME = "pytorch"
 _SCHEMA_KEYS = ("miou", "pixel_acc", "per_class_iou", "miou_drop_pts", "agreement", "max_abs_logit_error",
@@ -96,11 +100,8 @@ def _reference_spec(manifest: BuildManifest) -> VariantSpec:
 
 
 def _check_artifacts(root: Path, manifest: BuildManifest) -> None:
-    """Raises InputError naming the first artifact build.json lists but the folder lacks."""
-    for spec in [_reference_spec(manifest), *manifest.variants]:
-        if spec.skipped is None and not (root / str(spec.artifact)).exists():
-            raise InputError(f"{root / str(spec.artifact)}: listed in build.json ({spec.name}) but missing; "
-                             f"re-run `segexport build {manifest.arch}`")
+    """Raises InputError naming the first artifact that is missing or not the file the build wrote."""
+    check_artifacts(root, manifest, [_reference_spec(manifest), *manifest.variants])
 
 
 def _reference_config(root: Path, manifest: BuildManifest) -> ModelConfig:
@@ -283,8 +284,8 @@ def write_pictures(root: Path, report: dict[str, Any], inputs: Inputs, predictio
         rows = [ParityRow(name, predictions[name].labels[picked]) for name in shown]
         save_parity_image(root / PARITY_PNG, inputs.val.images[picked], reference.labels[picked], rows, classes)
         files["parity_png"] = PARITY_PNG
-    else:
-        (root / PARITY_PNG).unlink(missing_ok=True)
+    elif is_known(root / PARITY_PNG):  # an earlier run's picture, stale now (never a file segexport did not write)
+        (root / PARITY_PNG).unlink()
     timed = [row for row in [report["reference"], *report["variants"]] if row.get("latency_ms")]
     bars = [LatencyBar(row["name"], row["latency_ms"]["p50"], row["latency_ms"]["p90"], row is report["reference"])
             for row in timed]
@@ -295,9 +296,18 @@ def write_pictures(root: Path, report: dict[str, Any], inputs: Inputs, predictio
     return files
 
 
+def _check_bounds(manifest: BuildManifest, images: int | None, runs: int | None) -> None:
+    """Image and run counts beyond segexport's limits, or than memory holds, fail before any work."""
+    limits.check_count(images, "--images", limits.IMAGES_MAX)
+    limits.check_count(runs, "--runs", limits.RUNS_MAX)
+    count = images or manifest.val_images
+    if count:
+        limits.check_decoded_images(count, manifest.input_size, "--images", rows=1 + len(manifest.variants))
+
+
 def verify_build(build_dir: str | Path, *, data: str | None = None, images: int | None = None,
                  skip_accuracy: bool = False, junit: str | Path | None = None, progress: bool = True,
-                 latency_runs: int | None = None) -> dict[str, Any]:
+                 latency_runs: int | None = None, force: bool = False) -> dict[str, Any]:
     """Verify every variant of ``build_dir`` against its PyTorch reference and write the report.
 
     Args:
@@ -308,6 +318,7 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
         junit: also write a JUnit XML file here (one test case per variant).
         progress: progress bar on a terminal (rank 0 only under torchrun).
         latency_runs: timed batch-1 runs per row (default: up to 30 within 10 s).
+        force: write the report files even over files of those names that segexport did not write.
 
     Returns:
         The report (``report.json``); ``report["pass"]`` is False when a variant broke its budget
@@ -323,7 +334,10 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
     manifest = read_manifest(root)
     lat.check_count(images, "--images")
     runs = lat.check_count(latency_runs, "latency runs")
+    _check_bounds(manifest, images, runs)
     _check_artifacts(root, manifest)
+    if is_main_process():
+        claim_outputs(root, REPORT_FILES, force=force, option="build folder")
     accuracy = not (skip_accuracy or manifest.random_init)
     config = _reference_config(root, manifest)
     threads, ctx = torch.get_num_threads(), current_context()

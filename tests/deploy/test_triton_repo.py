@@ -67,7 +67,7 @@ def test_repository_has_one_model_per_built_variant(tiny_build_dir, tmp_path):
 
 def test_readme_gives_preprocessing_classes_and_skipped_variants(tiny_build_dir, tmp_path):
     write_triton_repo(tiny_build_dir, tmp_path / "repo", python_backend=True)
-    readme = (tmp_path / "repo" / "README.md").read_text()
+    readme = (tmp_path / "repo" / "README.deeplabv3p.md").read_text()
     pre = Preprocess.from_dict(json.loads((tiny_build_dir / "reference" / "model.json").read_text())["preprocess"])
     assert f"`mean = {list(pre.mean)}` and `std = {list(pre.std)}`" in readme
     assert "layout NCHW, `[N, 3, 64, 64]`" in readme and "bilinear resize" in readme
@@ -76,17 +76,29 @@ def test_readme_gives_preprocessing_classes_and_skipped_variants(tiny_build_dir,
     assert "numpy < 2" in readme and "PYTHONPATH" in readme
 
 
-def test_rewrites_its_own_repository_but_not_a_foreign_folder(tiny_build_dir, tmp_path):
-    write_triton_repo(tiny_build_dir, tmp_path / "repo")
-    (tmp_path / "repo" / "stale_model").mkdir()
-    write_triton_repo(tiny_build_dir, tmp_path / "repo")
-    assert not (tmp_path / "repo" / "stale_model").exists()
-    foreign = tmp_path / "mine"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="not a Triton repository written by segexport"):
-        write_triton_repo(tiny_build_dir, foreign)
-    assert (foreign / "notes.txt").read_text() == "keep me"
+def test_writes_only_the_models_of_its_name_and_keeps_everything_else(tiny_build_dir, tmp_path):
+    repo = tmp_path / "repo"
+    write_triton_repo(tiny_build_dir, repo, name="a")
+    (repo / "users_model").mkdir()
+    (repo / "users_model" / "config.pbtxt").write_text("mine")
+    before = (repo / "a_onnx" / "1" / "model.onnx").read_bytes()
+    write_triton_repo(tiny_build_dir, repo, name="b")  # another name: adds, deletes nothing
+    write_triton_repo(tiny_build_dir, repo, name="a")  # its own models: replaced in place
+    assert (repo / "users_model" / "config.pbtxt").read_text() == "mine"
+    assert (repo / "a_onnx" / "1" / "model.onnx").read_bytes() == before
+    assert {"a_onnx", "b_onnx", "README.a.md", "README.b.md"} <= {p.name for p in repo.iterdir()}
+
+
+def test_refuses_model_folders_it_did_not_write_unless_forced(tiny_build_dir, tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "seg_onnx").mkdir(parents=True)
+    (repo / "seg_onnx" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="'seg_onnx' exists and segexport did not write it.*--force"):
+        write_triton_repo(tiny_build_dir, repo, name="seg")
+    assert sorted(p.name for p in repo.iterdir()) == ["seg_onnx"]
+    write_triton_repo(tiny_build_dir, repo, name="seg", force=True)
+    assert (repo / "seg_onnx" / "notes.txt").read_text() == "keep me"  # kept inside the replaced folder
+    assert (repo / "seg_onnx" / "config.pbtxt").is_file()
 
 
 def test_engine_model_batches_within_its_profile(build_with_engine, tmp_path):

@@ -5,6 +5,7 @@ Skipped, with the reason, where tensorrt or a CUDA device is missing.
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -87,3 +88,58 @@ def test_runner_refuses_an_engine_of_another_version_or_gpu(engines, tmp_path, e
         TensorRTRunner(engine)
     with pytest.raises(InputError, match="precision is int8, not fp16"):
         TensorRTRunner(engines["int8"], precision="fp16")
+
+
+def test_record_names_its_engine_and_the_timing_cache_it_used(engines):
+    import hashlib
+
+    fp16, int8 = (read_engine_record(engines[p]) for p in ("fp16", "int8"))
+    assert fp16["engine_sha256"] == hashlib.sha256(engines["fp16"].read_bytes()).hexdigest()
+    assert fp16["settings"]["timing_cache_status"] == "new"  # built first, into an empty folder
+    assert int8["settings"]["timing_cache_status"] == "reused"
+    key = json.loads((engines["fp16"].parent / "timing.cache.json").read_text())
+    assert key == {"tensorrt_version": fp16["tensorrt_version"], "gpu": fp16["gpu"]}
+
+
+def test_corrupt_timing_cache_is_replaced_and_the_build_succeeds(conv_model, tmp_path):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"\x00not a timing cache" * 64)
+    engine = build_engine(conv_model(), tmp_path / "m.plan", max_batch=2, workspace_gb=1, timing_cache=cache)
+    assert read_engine_record(engine)["settings"]["timing_cache_status"].startswith("replaced:")
+    again = build_engine(conv_model(), tmp_path / "m2.plan", max_batch=2, workspace_gb=1, timing_cache=cache)
+    assert read_engine_record(again)["settings"]["timing_cache_status"] == "reused"
+
+
+def _conv_reference(images: np.ndarray, model) -> np.ndarray:
+    import onnx
+    from onnx import numpy_helper
+
+    weight = numpy_helper.to_array(onnx.load(str(model)).graph.initializer[0])[:, :, 0, 0]
+    return np.einsum("oc,nchw->nohw", weight, images)
+
+
+def test_static_batch_engine_pads_the_last_chunk(conv_model, tmp_path):
+    from segexport.runners import open_runner
+
+    model = conv_model(batch=2)
+    engine = build_engine(model, tmp_path / "static.plan", workspace_gb=1)
+    images = np.random.default_rng(1).normal(size=(3, 3, 16, 16)).astype(np.float32)
+    with open_runner(engine) as runner:
+        assert runner.fixed_batch == 2
+        got = runner.run(images)
+    np.testing.assert_allclose(got, _conv_reference(images, model), rtol=1e-2, atol=1e-2)
+
+
+def test_dynamic_shape_engine_runs_every_size_of_its_profile(conv_model, tmp_path):
+    from segexport.runners import open_runner
+
+    model = conv_model(size=("h", "w"), metadata={"input_size": "[16, 16]"})
+    engine = build_engine(model, tmp_path / "dynamic.plan", max_batch=4, min_size=(16, 16), max_size=(32, 48),
+                          workspace_gb=1)
+    rng = np.random.default_rng(2)
+    with open_runner(engine) as runner:
+        for shape in [(1, 3, 16, 16), (4, 3, 32, 48), (2, 3, 24, 16)]:
+            images = rng.normal(size=shape).astype(np.float32)
+            np.testing.assert_allclose(runner.run(images), _conv_reference(images, model), rtol=1e-2, atol=1e-2)
+        with pytest.raises(InputError, match="outside the engine's profile"):
+            runner.run(np.zeros((1, 3, 64, 64), np.float32))

@@ -13,12 +13,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from accuracy_helpers import scenes_labelled_by
 from cli_helpers import assert_one_line_error
 
 from segexport.weights import file_sha256
 
 QUICK = ["--input-size", "64x64", "--epochs", "1", "--train-images", "32", "--val-images", "8", "--no-progress"]
-PRECISIONS = ["--fp16", "--int8", "--calib-images", "8", "--method", "minmax", "--max-fallback", "0"]
+# Budgets of 100 points hold whatever this CPU trained: the build exits 0 on any machine.
+PRECISIONS = ["--fp16", "--int8", "--calib-images", "8", "--method", "minmax", "--max-fallback", "0",
+              "--budget-fp16", "100", "--budget-int8", "100"]
 COMPARED = ["reference/checkpoint.safetensors", "model.onnx", "model.fp16.onnx", "model.int8.tensorrt.onnx",
             "model.int8.cpu.onnx", "calibration.cache", "calibration.json"]
 FIGURES = ("miou", "pixel_acc", "miou_drop_pts", "agreement", "max_abs_logit_error", "mean_abs_logit_error")
@@ -70,20 +73,35 @@ def test_read_only_output_folder(cli, tmp_path):
     assert_one_line_error(cli("build", "deeplabv3p", "--out", locked / "b"), "not writable")
 
 
+def _int8_build(cli, checkpoint: Path, data: Path, out: Path, budget: float, junit: Path):
+    return cli("build", "deeplabv3p", "--checkpoint", checkpoint, "--data", f"folder:{data}", "--int8",
+               "--budget-int8", repr(budget), "--calib-images", "1", "--method", "minmax", "--max-fallback", "0",
+               "--junit", junit, "--out", out, "--no-progress")
+
+
 def test_broken_budget_exits_1_and_writes_junit(cli, tiny_checkpoint, tmp_path):
-    junit = tmp_path / "results.xml"
-    r = cli("build", "deeplabv3p", "--checkpoint", tiny_checkpoint, "--int8", "--budget-int8", "0.0001",
-            "--calib-images", "2", "--method", "minmax", "--max-fallback", "0", "--val-images", "8",
-            "--junit", junit, "--out", tmp_path / "b", "--no-progress")
-    assert r.code == 1, r.stderr
-    assert "Traceback" not in r.stderr and "broke the budget" in r.stderr.splitlines()[-1]
-    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    # Measure the drops on scenes the reference labelled (see accuracy_helpers) with a budget
+    # every variant holds, then ask for half the largest: sure to break on any CPU.
+    data = scenes_labelled_by(tiny_checkpoint, tmp_path / "scenes")
+    out, junit = tmp_path / "b", tmp_path / "results.xml"
+    measured = _int8_build(cli, tiny_checkpoint, data, out, 100.0, junit)
+    assert measured.code == 0, measured.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["reference"]["miou"] > 0.99  # the masks are the reference's predictions
+    int8 = [v for v in report["variants"] if v["precision"] == "int8" and not v.get("skipped")]
+    drops = {v["name"]: v["miou_drop_pts"] for v in int8}
+    assert set(drops) == {"onnx-int8-tensorrt", "onnx-int8-cpu"}
+    assert max(drops.values()) > 0, f"INT8 from 1 calibration image agreed with FP32 on every pixel: {drops}"
+    budget = max(drops.values()) / 2
+    r = _int8_build(cli, tiny_checkpoint, data, out, budget, junit)
+    assert_one_line_error(r, "broke the budget", code=1)
+    report = json.loads((out / "report.json").read_text())
     failed = [v["name"] for v in report["variants"] if v["pass"] is False]
-    assert report["pass"] is False and failed and set(failed) <= {"onnx-int8-tensorrt", "onnx-int8-cpu"}
-    cases = ET.parse(junit).getroot().iter("testcase")
-    names = [c.get("name") for c in cases]
-    assert names == [v["name"] for v in report["variants"]]
-    assert "FAIL" in r.stdout and str(tmp_path / "b" / "report.md") in r.stdout
+    assert report["pass"] is False and failed == [name for name, drop in drops.items() if drop > budget]
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    assert [c.get("name") for c in cases] == [v["name"] for v in report["variants"]]
+    assert [c.get("name") for c in cases if c.find("failure") is not None] == failed
+    assert "FAIL" in r.stdout and str(out / "report.md") in r.stdout
 
 
 def _start(cwd: Path) -> subprocess.Popen:

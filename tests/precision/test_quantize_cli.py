@@ -22,20 +22,22 @@ def _images(folder, count, broken=0):
 def test_int8_cpu_from_an_image_folder_writes_the_files_and_warns_of_a_shortfall(cli, fcn8s_onnx, tmp_path):
     calib = _images(tmp_path / "calib", 3, broken=1)
     out = tmp_path / "out"
+    # --budget 100: no drop exceeds it, so the exit code does not hang on what this CPU trained
     result = cli("quantize", fcn8s_onnx, "--int8", "--target", "cpu", "--calib", calib, "--calib-images", "5",
-                 "--method", "minmax", "--val-images", "8", "--out", out, "--json")
+                 "--method", "minmax", "--val-images", "8", "--budget", "100", "--out", out, "--json")
     assert result.code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["output"] == str(out / "model.int8.cpu.onnx") and summary["model"] == str(fcn8s_onnx)
     assert summary["passed"] is True and summary["summary_file"] == str(out / "quantize.json")
     assert summary["calibration"]["images"] | {"used": 3, "requested": 5, "skipped": 1} == summary["calibration"]["images"]
-    assert {p.name for p in out.iterdir()} == {"model.int8.cpu.onnx", "calibration.json", "quantize.json"}
+    assert {p.name for p in out.iterdir()} == {"model.int8.cpu.onnx", "calibration.json", "quantize.json",
+                                             ".segexport-files.json"}
     warnings = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(warnings) == 1 and warnings[0].startswith("warning: calibration: 3 usable images of 5 asked")
 
 
 def test_fp16_prints_a_table(cli, fcn8s_onnx, tmp_path):
-    result = cli("quantize", fcn8s_onnx, "--fp16", "--val-images", "8", "--out", tmp_path)
+    result = cli("quantize", fcn8s_onnx, "--fp16", "--val-images", "8", "--budget", "100", "--out", tmp_path)
     assert result.code == 0, result.stderr
     assert "model.fp16.onnx" in result.stdout and "passed" in result.stdout and "true half" in result.stdout
 

@@ -29,7 +29,8 @@ def test_round_trip(tmp_path):
     assert path == tmp_path / "build.json"
     assert read_manifest(tmp_path) == _manifest()
     assert json.loads(path.read_text())["input_size"] == [64, 96]
-    assert [p.name for p in tmp_path.iterdir()] == ["build.json"]  # no temporary file left
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".segexport-files.json", "build.json"]  # the file and its ledger; no temporary file left
 
 
 def _broken(tmp_path, change) -> str:

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import onnx
 import pytest
+from build_helpers import as_if_segexport_wrote
 from cli_helpers import assert_one_line_error
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
@@ -106,6 +107,7 @@ def test_junit_has_one_testcase_per_variant(verified):
 def test_skip_accuracy_measures_latency_only(tiny_build_dir, tmp_path_factory):
     build = _copy(tiny_build_dir, tmp_path_factory, "latency-only")
     (build / "parity.png").write_bytes(b"stale")
+    as_if_segexport_wrote(build / "parity.png")  # an earlier verify's picture
     report = verify_build(build, skip_accuracy=True, progress=False, latency_runs=3)
     assert report["accuracy_measured"] is False and report["pass"] is True and report["images"] == 0
     measured = [v for v in report["variants"] if not v["skipped"]]
@@ -117,7 +119,9 @@ def test_skip_accuracy_measures_latency_only(tiny_build_dir, tmp_path_factory):
 def test_a_broken_budget_or_a_broken_artifact_fails_with_exit_1(cli, tiny_build_dir, tmp_path_factory):
     build = _copy(tiny_build_dir, tmp_path_factory, "broken")
     _constant_class_model(build / "model.constant.onnx")
-    (build / "model.corrupt.onnx").write_bytes(b"not an ONNX model")
+    (build / "model.corrupt.onnx").write_bytes(b"not an ONNX model")  # a build wrote a model that does not load
+    for name in ("model.constant.onnx", "model.corrupt.onnx"):
+        as_if_segexport_wrote(build / name)
     manifest = read_manifest(build)
     broken = [VariantSpec("onnx-constant", "onnxruntime", "fp32", None, "model.constant.onnx", 0.0),
               VariantSpec("onnx-corrupt", "onnxruntime", "fp32", None, "model.corrupt.onnx", 1.0)]
@@ -156,3 +160,26 @@ def test_bad_build_dirs_are_one_line_exit_2(cli, tiny_build_dir, tmp_path):
     (build / "model.int8.cpu.onnx").unlink()
     assert_one_line_error(cli("verify", build), "model.int8.cpu.onnx: listed in build.json (onnx-int8-cpu) but missing")
     assert_one_line_error(cli("verify", tiny_build_dir, "--images", "0"), "--images must be an integer >= 1")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "fp32-in-place-of-int8"])
+def test_an_artifact_that_is_not_what_the_build_wrote_is_refused(cli, tiny_build_dir, tmp_path_factory, damage):
+    build = _copy(tiny_build_dir, tmp_path_factory, damage)
+    int8 = build / "model.int8.cpu.onnx"
+    if damage == "truncated":
+        int8.write_bytes(int8.read_bytes()[:1000])
+    else:
+        shutil.copyfile(build / "model.onnx", int8)
+    before = {p: p.read_bytes() for p in build.rglob("*") if p.is_file()}
+    result = cli("verify", build, "--no-progress")
+    assert_one_line_error(result, str(int8), "not written by segexport, or changed since", "re-run `segexport build")
+    assert {p: p.read_bytes() for p in build.rglob("*") if p.is_file()} == before
+
+
+def test_a_graph_of_another_precision_is_refused_even_without_records(cli, tiny_build_dir, tmp_path_factory):
+    build = _copy(tiny_build_dir, tmp_path_factory, "no-records")
+    for ledger in build.rglob(".segexport-files.json"):  # a folder copied without segexport's records
+        ledger.unlink()
+    shutil.copyfile(build / "model.onnx", build / "model.int8.cpu.onnx")
+    result = cli("verify", build, "--no-progress")
+    assert_one_line_error(result, "model.int8.cpu.onnx: an fp32 graph, but build.json lists it as onnx-int8-cpu (int8)")

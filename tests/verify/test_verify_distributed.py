@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from build_helpers import as_if_segexport_wrote
 from cli_helpers import assert_one_line_error
 from dist_helpers import free_port, launch
 
@@ -41,6 +42,7 @@ def _copy(build: Path, target: Path, *, corrupt: bool = False) -> Path:
     shutil.copytree(build, target)
     if corrupt:
         (target / "model.corrupt.onnx").write_bytes(b"not an ONNX model")
+        as_if_segexport_wrote(target / "model.corrupt.onnx")
         manifest = read_manifest(target)
         broken = VariantSpec("onnx-corrupt", "onnxruntime", "fp32", None, "model.corrupt.onnx", 1.0)
         write_manifest(target, dataclasses.replace(manifest, variants=[*manifest.variants, broken]))
