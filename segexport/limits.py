@@ -97,8 +97,14 @@ def _gib(count: int) -> str:
     return f"{count / 2**30:.1f} GiB"
 
 
+MEMORY_SHARE = 0.5
+"""The share of the available memory one estimate may take: the rest is for what the estimates
+leave out (the model's weights, the runtimes' arenas, the process itself, other processes)."""
+
+
 def check_memory(needed: int, what: str, fix: str, available: int | None = None) -> None:
-    """Refuse work whose estimated memory ``needed`` exceeds what the machine has available.
+    """Refuse work whose estimated memory ``needed`` exceeds :data:`MEMORY_SHARE` of what the
+    machine has available.
 
     Args:
         needed: the estimate in bytes (e.g. from :func:`estimate_bytes`).
@@ -110,9 +116,9 @@ def check_memory(needed: int, what: str, fix: str, available: int | None = None)
         ConfigError: naming the estimate, the available memory and ``fix``.
     """
     available = available_memory() if available is None else available
-    if available is not None and needed > available:
-        raise ConfigError(f"{what} needs about {_gib(needed)} of memory (estimate), but {_gib(available)} "
-                          f"is available; pass {fix}")
+    if available is not None and needed > available * MEMORY_SHARE:
+        raise ConfigError(f"{what} needs about {_gib(needed)} of memory (estimate), more than half of the "
+                          f"{_gib(available)} available; pass {fix}")
 
 
 def check_inference_memory(size: tuple[int, int], batch: int, fix: str, *, where: str = "",

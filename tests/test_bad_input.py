@@ -9,61 +9,29 @@ Add a case by adding a row to ``CASES``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
-from onnx import TensorProto, helper, numpy_helper
-from PIL import Image
-
-OUT = "out"  # every case's output folder, the only place a command may change
-
-
-def tiny_onnx(path: Path, *, classes: int = 8, external: bool = False, custom_op: bool = False,
-              ir_version: int = 9) -> Path:
-    """A 1x1-conv "segmentation" model [N, 3, 64, 64] -> logits [N, classes, 64, 64]."""
-    weight = np.random.default_rng(0).standard_normal((classes, 3, 1, 1)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["image", "w"], ["c" if custom_op else "logits"])]
-    opsets = [helper.make_opsetid("", 17)]
-    if custom_op:
-        nodes.append(helper.make_node("MyOp", ["c"], ["logits"], domain="com.example"))
-        opsets.append(helper.make_opsetid("com.example", 1))
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, 64, 64])],
-        [numpy_helper.from_array(weight, "w")])
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = ir_version
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path), save_as_external_data=external, location=f"{path.name}.data", size_threshold=0)
-    return path
-
-
-def png(path: Path, size: int = 64) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def folder_dataset(root: Path, n: int = 3) -> Path:
-    rng = np.random.default_rng(2)
-    for i in range(n):
-        png(root / "images" / f"{i}.png")
-        (root / "masks").mkdir(exist_ok=True)
-        Image.fromarray(rng.integers(0, 8, (64, 64), dtype=np.uint8)).save(root / "masks" / f"{i}.png")
-    return root
+from bad_input_cases import CASES as SWEEP
+from bad_input_cases import (
+    OUT,
+    Case,
+    build,
+    checkpoint,
+    checkpoint_with,
+    edit_json,
+    folder_dataset,
+    png,
+    tiny_onnx,
+)
+from cli_helpers import assert_one_line_error, run_cli, run_cli_in_process
 
 
 def _external_missing(tmp: Path) -> None:
@@ -89,19 +57,8 @@ def _truncated_onnx(tmp: Path) -> None:
     (tmp / "whole.onnx").unlink()
 
 
-def _checkpoint(tmp: Path, request: pytest.FixtureRequest) -> Path:
-    ckpt = tmp / "ckpt"
-    shutil.copytree(request.getfixturevalue("tiny_checkpoint"), ckpt)
-    return ckpt
-
-
 def _edit_model_json(edit: Callable[[dict], None]) -> Callable[[Path, pytest.FixtureRequest], None]:
-    def setup(tmp: Path, request: pytest.FixtureRequest) -> None:
-        meta = _checkpoint(tmp, request) / "model.json"
-        data = json.loads(meta.read_text())
-        edit(data)
-        meta.write_text(json.dumps(data))
-    return setup
+    return checkpoint_with(edit_json("model.json", edit))
 
 
 def _fewer_classes(data: dict) -> None:
@@ -113,26 +70,20 @@ def _classes_a_string(data: dict) -> None:
 
 
 def _not_utf8_model_json(tmp: Path, request: pytest.FixtureRequest) -> None:
-    (_checkpoint(tmp, request) / "model.json").write_bytes(b"\xff\xfe{}")
+    (checkpoint(tmp, request) / "model.json").write_bytes(b"\xff\xfe{}")
 
 
 def _truncated_safetensors(tmp: Path, request: pytest.FixtureRequest) -> None:
-    os.truncate(_checkpoint(tmp, request) / "checkpoint.safetensors", 1000)
-
-
-def _build(tmp: Path, request: pytest.FixtureRequest) -> Path:
-    build = tmp / "build"
-    shutil.copytree(request.getfixturevalue("tiny_build_dir"), build)
-    return build
+    os.truncate(checkpoint(tmp, request) / "checkpoint.safetensors", 1000)
 
 
 def _build_and_folder(tmp: Path, request: pytest.FixtureRequest) -> None:
-    (_build(tmp, request) / "junit.xml").mkdir()
+    (build(tmp, request) / "junit.xml").mkdir()
     folder_dataset(tmp / "small")
 
 
 def _build_truncated_artifact(tmp: Path, request: pytest.FixtureRequest) -> None:
-    os.truncate(_build(tmp, request) / "model.int8.cpu.onnx", 300)
+    os.truncate(build(tmp, request) / "model.int8.cpu.onnx", 300)
 
 
 def _text_named_png(tmp: Path) -> None:
@@ -158,19 +109,10 @@ def _folder_named_onnx(tmp: Path) -> None:
     (tmp / "model.onnx").mkdir()
 
 
-@dataclass(frozen=True)
-class Case:
-    id: str
-    setup: Callable[..., None]  # (tmp_path) or (tmp_path, request) for cases needing fixtures
-    argv: tuple[str, ...]  # "{tmp}" is replaced by the case's folder
-    code: int = 2
-    message: str | None = None
-
-
 _QUANTIZE = ("--no-progress", "--val-images", "4", "--out", f"{{tmp}}/{OUT}")
 _INT8 = ("--int8", "--calib-images", "4", *_QUANTIZE)
 _PREDICT = ("{tmp}/image.png", "--out", f"{{tmp}}/{OUT}")
-CASES = [
+CASES = [*SWEEP,
     Case("check-external-data-missing", _external_missing, ("check", "{tmp}/model.onnx"), message="external data"),
     Case("check-external-data-truncated", _external_truncated, ("check", "{tmp}/model.onnx"),
          message="external data"),
@@ -227,16 +169,28 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
-def test_bad_input_is_one_line(case: Case, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_bad_input_is_one_line(case: Case, tmp_path: Path, request: pytest.FixtureRequest,
+                               capfd: pytest.CaptureFixture[str]) -> None:
     if case.setup.__code__.co_argcount == 2:
         case.setup(tmp_path, request)
     else:
         case.setup(tmp_path)
     before = _snapshot(tmp_path)
-    result = run_cli(*(arg.replace("{tmp}", str(tmp_path)) for arg in case.argv))
-    assert_one_line_error(result, *([case.message] if case.message else []), code=case.code)
+    result = run_cli_in_process(capfd, *(arg.replace("{tmp}", str(tmp_path)) for arg in case.argv))
+    if case.usage:
+        assert result.code == 2 and "Usage:" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    else:
+        assert_one_line_error(result, *([case.message] if case.message else []), code=case.code)
     assert _snapshot(tmp_path) == before
     assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*-inferred.onnx"))
+
+
+def test_the_sweep_covers_every_command() -> None:
+    from segexport import cli
+
+    cli._register_commands()
+    commands = {c.name or c.callback.__name__ for c in cli.app.registered_commands} - {"list"}
+    assert len(CASES) >= 150 and commands <= {case.argv[0] for case in CASES}
 
 
 def test_malformed_arguments_keep_the_usage_box(tmp_path: Path) -> None:
@@ -267,7 +221,7 @@ def test_quantize_writes_nothing_beside_its_input(tmp_path: Path, monkeypatch: p
 
 def test_an_internal_error_is_one_line_with_the_traceback_in_a_file(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import segexport.cli as cli
+    from segexport import cli
 
     def broken() -> None:
         raise ZeroDivisionError("division by zero")

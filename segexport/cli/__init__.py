@@ -122,6 +122,8 @@ def _run_app() -> int:
 
 
 def _register_commands() -> None:
+    if app.registered_commands:  # once per process (tests run the app in-process many times)
+        return
     from segexport.cli import (
         check_cmd,
         evaluate_cmd,

@@ -7,6 +7,7 @@ leaves no folder behind.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from segexport import limits
-from segexport.errors import ConfigError, InputError
+from segexport.errors import CheckpointError, ConfigError, InputError
 from segexport.recipe import Recipe, load_recipe, resolve_recipe
 
 TARGETS = ("both", "tensorrt", "cpu")
@@ -144,6 +145,27 @@ def _check_int8(int8_targets: tuple[str, ...], calib: str | None, calib_images: 
                              percentile=None, calib_cache=None)
 
 
+def check_checkpoint_folder(src: Path, arch: str) -> None:
+    """A checkpoint folder given to a build of ``arch`` must be one of ``arch`` (read from its model.json).
+
+    Raises:
+        InputError: no model.json; CheckpointError: unreadable, or a checkpoint of another architecture.
+    """
+    from segexport.checkpoint import MODEL_JSON
+
+    meta = src / MODEL_JSON
+    if not meta.is_file():
+        raise InputError(f"--checkpoint {src}: not a checkpoint folder ({MODEL_JSON} missing); "
+                         "pass a folder written by `segexport train`, or a weights file")
+    try:
+        recorded = json.loads(meta.read_text()).get("arch")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise CheckpointError(f"{meta}: not valid JSON ({exc}); re-create it with `segexport train`") from exc
+    if recorded != arch:
+        raise CheckpointError(f"--checkpoint {src} is a checkpoint of {recorded}, not {arch}; "
+                              f"pass a {arch} checkpoint or build {recorded}")
+
+
 def _check_source(checkpoint: Path | None, random_init: bool, size: str | None, backbone: str | None) -> None:
     if checkpoint is not None and random_init:
         raise ConfigError("--checkpoint and --random-init exclude each other; pass one")
@@ -190,6 +212,8 @@ def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, ba
         raise ConfigError(f"unknown override(s) {', '.join(unknown)}; allowed: {', '.join(RECIPE_OVERRIDES)}")
     ckpt = Path(checkpoint) if checkpoint is not None else None
     _check_source(ckpt, random_init, size, backbone)
+    if ckpt is not None and ckpt.is_dir():
+        check_checkpoint_folder(ckpt, arch)  # before the build folder is touched
     fp16_budget, int8_budget = check_budget(budget_fp16, "--budget-fp16"), check_budget(budget_int8, "--budget-int8")
     recipe = resolve_recipe(
         load_recipe(arch), size=size, backbone=backbone, input_size=input_size, data=data, budget_fp16=fp16_budget,

@@ -29,10 +29,9 @@ from segexport.checkpoint import (
     save_checkpoint,
 )
 from segexport.data import Preprocess
-from segexport.errors import CheckpointError, InputError
 from segexport.fsutil import atomic_dir
 from segexport.pipeline.cache import package_versions, spec_fingerprint
-from segexport.pipeline.options import BuildPlan
+from segexport.pipeline.options import BuildPlan, check_checkpoint_folder
 from segexport.weights import file_sha256
 
 REFERENCE_DIR = "reference"
@@ -112,17 +111,7 @@ def _copy_folder(src: Path, dst: Path, arch: str) -> None:
     Raises:
         CheckpointError: a checkpoint of another architecture, or one that does not load.
     """
-    meta = src / MODEL_JSON
-    if not meta.is_file():
-        raise InputError(f"--checkpoint {src}: not a checkpoint folder ({MODEL_JSON} missing); "
-                         "pass a folder written by `segexport train`, or a weights file")
-    try:
-        recorded = json.loads(meta.read_text()).get("arch")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise CheckpointError(f"{meta}: not valid JSON ({exc}); re-create it with `segexport train`") from exc
-    if recorded != arch:
-        raise CheckpointError(f"--checkpoint {src} is a checkpoint of {recorded}, not {arch}; "
-                              f"pass a {arch} checkpoint or build {recorded}")
+    check_checkpoint_folder(src, arch)
     load_checkpoint(src)  # corrupt or mismatched weights fail here, in one line
     if src.resolve() == dst.resolve():
         return

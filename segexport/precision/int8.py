@@ -39,7 +39,11 @@ from onnx import numpy_helper
 from segexport.errors import ConfigError
 from segexport.export.metadata import set_metadata
 from segexport.fsutil import atomic_path
-from segexport.precision.calibrate import CalibrationSettings, private_copy, quiet_quantization
+from segexport.precision.calibrate import (
+    CalibrationSettings,
+    private_copy,
+    quiet_quantization,
+)
 
 _WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 _TOOL_PROPS = ("onnx.infer", "onnx.quant.pre_process")  # markers the library leaves; not the model's

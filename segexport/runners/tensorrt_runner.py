@@ -22,7 +22,12 @@ import numpy as np
 from segexport.engine import trt_api
 from segexport.engine.availability import current_gpu, engine_unavailable_reason
 from segexport.engine.record import engine_mismatch, read_engine_record, record_path
-from segexport.errors import CheckFailed, ConfigError, InputError, MissingDependencyError
+from segexport.errors import (
+    CheckFailed,
+    ConfigError,
+    InputError,
+    MissingDependencyError,
+)
 from segexport.runners.base import PRECISIONS, Runner, check_images, check_precision
 
 # TensorRT DataType member name -> torch dtype name (looked up by name: members differ across versions).

@@ -19,14 +19,14 @@ NO_MEMORY = "8000x8000"
     (["train", "fcn8s", "--batch-size", "100000"], ["--batch-size", "from 1 to 1024"]),
     (["build", "deeplabv3p", "--seed", HUGE_SEED], ["--seed", "outside 0..4294967295"]),
     (["build", "deeplabv3p", "--input-size", "100000x100000"], ["--input-size", "each side must be 1 to 8192"]),
-    (["build", "deeplabv3p", "--input-size", NO_MEMORY], ["needs about", "GiB is available", "smaller --input-size"]),
+    (["build", "deeplabv3p", "--input-size", NO_MEMORY], ["needs about", "GiB available", "smaller --input-size"]),
     (["build", "deeplabv3p", "--int8", "--calib-images", HUGE], ["--calib-images", "from 1 to 1000000"]),
     (["build", "deeplabv3p", "--val-images", HUGE], ["--val-images", "from 1 to 1000000"]),
     (["build", "deeplabv3p", "--train-images", HUGE], ["--train-images", "from 1 to 1000000"]),
     (["build", "deeplabv3p", "--epochs", "100000"], ["--epochs", "from 1 to 10000"]),
     (["export", "deeplabv3p", "--seed", HUGE_SEED], ["--seed", "outside 0..4294967295"]),
     (["export", "deeplabv3p", "--input-size", "100000x100000"], ["--input-size", "each side must be 1 to 8192"]),
-    (["export", "deeplabv3p", "--input-size", NO_MEMORY], ["needs about", "GiB is available", "smaller --input-size"]),
+    (["export", "deeplabv3p", "--input-size", NO_MEMORY], ["needs about", "GiB available", "smaller --input-size"]),
     (["export", "deeplabv3p", "--images", HUGE], ["--images", "from 1 to 1000000"]),
 ])
 def test_bounds_before_any_work(cli, tmp_path, args, fragments):
