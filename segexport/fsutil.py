@@ -59,6 +59,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def check_output_file(path: str | os.PathLike | None, option: str) -> Path | None:
+    """``path`` as a Path when a file can be written there (None stays None); checked before any work.
+
+    Raises:
+        InputError: it is a folder, or its folder is a file or cannot be written.
+    """
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{option} {target}: a folder where a file is expected; pass a file path")
+    existing = target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {target}: cannot be written ({existing} is not a writable folder); "
+                         "pass another path")
+    return target
+
+
 def write_json(path: str | os.PathLike, data: object) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -127,6 +127,12 @@ def record_folder(target: Path) -> None:
         ledger["files"][target.name] = {"dir": True, "source": old.get("source")}
 
 
+def set_owner(folder: Path, owner: str) -> None:
+    """Record who owns ``folder`` as a whole (e.g. ``the build of fcn8s``)."""
+    with _locked_ledger(folder) as ledger:
+        ledger["owner"] = owner
+
+
 def seal_tree(root: Path) -> None:
     """Write the ledgers of a freshly written tree (the temporary folder of ``atomic_dir``)."""
     for folder, dirs, files in os.walk(root):

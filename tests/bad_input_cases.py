@@ -421,6 +421,8 @@ _OUTPUTS = [
          ("quantize", "{tmp}/model.onnx", "--int8", "--target", "cpu", *_Q), message="'calibration.json' exists"),
     Case("quantize-out-holds-a-user-summary", with_user_files(model, "quantize.json"),
          ("quantize", "{tmp}/model.onnx", "--int8", *_Q), message="'quantize.json' exists"),
+    Case("build-junit-names-a-folder", a_folder("j.xml"), ("build", "deeplabv3p", "--junit", "{tmp}/j.xml", *_B),
+         message="--junit {tmp}/j.xml: a folder where a file is expected"),
     Case("build-out-is-a-file", out_is_a_file(nothing), ("build", "deeplabv3p", *_B), message="is a file"),
     Case("build-out-holds-user-files", with_user_files(nothing, "notes.txt"), ("build", "deeplabv3p", *_B),
          message="holds 1 file(s) segexport did not write ('notes.txt')"),

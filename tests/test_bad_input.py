@@ -180,7 +180,8 @@ def test_bad_input_is_one_line(case: Case, tmp_path: Path, request: pytest.Fixtu
     if case.usage:
         assert result.code == 2 and "Usage:" in result.stderr and "Traceback" not in result.stderr, result.stderr
     else:
-        assert_one_line_error(result, *([case.message] if case.message else []), code=case.code)
+        message = case.message.replace("{tmp}", str(tmp_path)) if case.message else None
+        assert_one_line_error(result, *([message] if message else []), code=case.code)
     assert _snapshot(tmp_path) == before
     assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*-inferred.onnx"))
 

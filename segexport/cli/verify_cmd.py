@@ -44,10 +44,13 @@ def verify_command(
     """
     from segexport.distributed import distributed_session
     from segexport.errors import CheckFailed
+    from segexport.pipeline.legacy import adopt_earlier_build
     from segexport.verify.render import print_report_table, verdict, wide_console
     from segexport.verify.report import REPORT_MD, verify_build
 
     with distributed_session() as ctx, _locked(build_dir, ctx):
+        if ctx is None or ctx.is_main:
+            adopt_earlier_build(build_dir)  # a build folder from before the ledger (see pipeline.legacy)
         report = verify_build(build_dir, data=data, images=images, skip_accuracy=skip_accuracy, junit=junit,
                               progress=progress and not as_json, latency_runs=runs, force=force)
     if ctx is not None and not ctx.is_main:

@@ -23,6 +23,7 @@ from segexport.pipeline.cache import (
     package_versions,
 )
 from segexport.pipeline.engines import engine_variants, tensorrt_checks, wanted_engines
+from segexport.pipeline.legacy import adopt_earlier_build
 from segexport.pipeline.options import BuildPlan, plan_build
 from segexport.pipeline.precision import output_files, precision_stage
 from segexport.pipeline.reference import (
@@ -197,6 +198,9 @@ def build(
         budget_int8=budget_int8, max_fallback=max_fallback, out=out, random_init=random_init,
         skip_accuracy=skip_accuracy, junit=junit, overrides=overrides, force=force,
     )
+    adopted = adopt_earlier_build(plan.build_dir)
+    if adopted and log is not None:
+        log(f"ledger: {len(adopted)} files of a build made before segexport kept one entered from its stage records")
     claim_outputs(plan.build_dir, owner=f"the build of {arch}", force=plan.force)  # nothing written if refused
     with folder_lock(plan.build_dir, f"segexport build {arch}") as lock:
         if lock.taken_over and log is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from segexport import limits
 from segexport.errors import CheckpointError, ConfigError, InputError
+from segexport.fsutil import check_output_file
 from segexport.recipe import Recipe, load_recipe, resolve_recipe
 
 TARGETS = ("both", "tensorrt", "cpu")
@@ -235,5 +236,5 @@ def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, ba
         trt_engines=target != "cpu", calib=calib, calib_images=calib_images, method=method,
         max_fallback=max_fallback, val_images=val_images, skip_accuracy=skip_accuracy or random_init,
         budgets={"fp16": recipe.budget_fp16, "int8.tensorrt": recipe.budget_int8, "int8.cpu": recipe.budget_int8_cpu},
-        junit=Path(junit) if junit is not None else None, force=force,
+        junit=check_output_file(junit, "--junit"), force=force,
     )

@@ -42,7 +42,7 @@ from segexport.errors import (
     InputError,
     MissingDependencyError,
 )
-from segexport.fsutil import atomic_path, write_json
+from segexport.fsutil import atomic_path, check_output_file, write_json
 from segexport.ownership import claim_outputs, is_known
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, load_val, logit_error
 from segexport.progress import progress_bar
@@ -331,6 +331,7 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
         CheckFailed: the PyTorch reference itself cannot run.
     """
     root = Path(build_dir)
+    check_output_file(junit, "--junit")
     manifest = read_manifest(root)
     lat.check_count(images, "--images")
     runs = lat.check_count(latency_runs, "latency runs")

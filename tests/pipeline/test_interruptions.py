@@ -134,3 +134,21 @@ def test_an_interrupted_rebuild_keeps_the_old_model(whole_build, whole, tmp_path
     assert proc.returncode == 130, stderr
     assert file_sha256(tmp_path / "build" / "model.int8.cpu.onnx") == whole["model.int8.cpu.onnx"]
     assert not list((tmp_path / "build").rglob(".*.part"))
+
+
+@pytest.mark.slow
+def test_a_build_folder_from_before_the_ledger_is_adopted_not_refused(whole_build, whole, tmp_path):
+    shutil.copytree(whole_build, tmp_path / "build")
+    for ledger in (tmp_path / "build").rglob(".segexport-files.json"):  # as an earlier segexport left it
+        ledger.unlink()
+    (tmp_path / "build" / "notes.txt").write_text("mine\n")
+    refused = _start(tmp_path)
+    _, stderr = refused.communicate(timeout=120)
+    assert refused.returncode == 2 and "holds 1 file(s) segexport did not write ('notes.txt')" in stderr, stderr
+    (tmp_path / "build" / "notes.txt").unlink()
+    rerun = _start(tmp_path)
+    _, stderr = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, stderr
+    stages = json.loads((tmp_path / "build" / ".stages" / "last_run.json").read_text())["stages"]
+    assert {s["stage"]: s["status"] for s in stages}["int8-cpu"] == "cached"
+    assert _hashes(tmp_path / "build") == whole
