@@ -25,6 +25,12 @@ def _default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def _through_links(path: Path) -> Path:
+    """The path a symbolic link leads to: a link the user made stays a link, and what it points
+    at is written (renaming onto the link itself would replace the link)."""
+    return path.resolve() if path.is_symlink() else path
+
+
 def _writable_parent(path: Path) -> Path:
     parent = path.parent
     missing = [p for p in (parent, *parent.parents) if not p.exists()]
@@ -43,9 +49,9 @@ def _writable_parent(path: Path) -> Path:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    target = Path(path)
+    target = _through_links(Path(path))
     parent = _writable_parent(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=parent)
+    fd, tmp = tempfile.mkstemp(prefix=ownership.temporary_prefix(target.name), suffix=".part", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -59,23 +65,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def check_output_file(path: str | os.PathLike | None, option: str) -> Path | None:
-    """``path`` as a Path when a file can be written there (None stays None); checked before any work.
+def check_output_file(path: str | os.PathLike | None, option: str, *, source: str,
+                      force: bool = False) -> Path | None:
+    """``path`` as a Path when a file of ``source`` may be written there (None stays None);
+    checked before any work. An existing file there must be one segexport wrote as ``source``
+    (an earlier JUnit report, say): never a model, a checkpoint or a file of the user's.
 
     Raises:
-        InputError: it is a folder, or its folder is a file or cannot be written.
+        InputError: it is a folder, its folder cannot be written, or it holds another file.
     """
     if path is None:
         return None
     target = Path(path)
     if target.is_dir():
         raise InputError(f"{option} {target}: a folder where a file is expected; pass a file path")
-    existing = target.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {target}: cannot be written ({existing} is not a writable folder); "
-                         "pass another path")
+    ownership.claim_outputs(target.parent, [target.name], source=source, force=force, option=option,
+                            replace_unsourced=False, into_owned=True)
     return target
 
 
@@ -92,19 +97,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     Files in the old folder that segexport did not write (kept there under ``--force``) are
     hard-linked into the new one before the swap, so replacing the folder loses none of them.
     """
-    target = Path(path)
+    target = _through_links(Path(path))
     if target.exists() and not target.is_dir():
         raise InputError(f"{target}: is a file, not a folder; choose another --out")
     parent = _writable_parent(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=ownership.temporary_prefix(target.name), suffix=".part", dir=parent))
     try:
         yield tmp
         os.chmod(tmp, _default_mode(directory=True))
-        ownership.seal_tree(tmp)
+        ownership.seal_tree(tmp, target)
         if target.is_dir():
             _keep_foreign(target, tmp)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=ownership.temporary_prefix(target.name), suffix=".old", dir=parent))
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)

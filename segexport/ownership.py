@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from segexport.errors import InputError
-from segexport.locks import LOCK_NAME
+from segexport.locks import LOCK_NAME, hold, is_held
 
 LEDGER_NAME = ".segexport-files.json"
 LEDGER_FORMAT = 1
@@ -50,9 +50,19 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+TEMP_MARK = ".segexport-tmp."  # in every temporary name segexport makes: .NAME.segexport-tmp.XXXX.part
+
+
+def temporary_prefix(name: str) -> str:
+    """The prefix of the temporary names made for ``name`` (``tempfile``'s ``prefix``)."""
+    return f".{name}{TEMP_MARK}"
+
+
 def is_temporary(name: str) -> bool:
-    """A temporary name of :mod:`segexport.fsutil` (``.NAME.XXXX.part`` / ``.old``), the ledger or the lock."""
-    return name in (LEDGER_NAME, LOCK_NAME) or (name.startswith(".") and name.endswith((".part", ".old")))
+    """A temporary name segexport made (``.NAME.segexport-tmp.XXXX.part`` / ``.old``), the ledger
+    or the lock; a user's ``.notes.old`` is not one."""
+    return name in (LEDGER_NAME, LOCK_NAME) or (
+        name.startswith(".") and TEMP_MARK in name and name.endswith((".part", ".old")))
 
 
 def read_ledger(folder: Path) -> dict[str, Any]:
@@ -67,7 +77,7 @@ def read_ledger(folder: Path) -> dict[str, Any]:
 
 
 def _write_ledger(folder: Path, ledger: dict[str, Any]) -> None:
-    tmp = folder / f".{LEDGER_NAME}.{os.getpid()}.part"
+    tmp = folder / f"{temporary_prefix(LEDGER_NAME)}{os.getpid()}.part"
     tmp.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, folder / LEDGER_NAME)
 
@@ -133,14 +143,18 @@ def set_owner(folder: Path, owner: str) -> None:
         ledger["owner"] = owner
 
 
-def seal_tree(root: Path) -> None:
-    """Write the ledgers of a freshly written tree (the temporary folder of ``atomic_dir``)."""
+def seal_tree(root: Path, target: Path | None = None) -> None:
+    """Write the ledgers of a freshly written tree (the temporary folder of ``atomic_dir``); the
+    top one takes what the claims of ``target`` (the folder it will become) said."""
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         entries: dict[str, Any] = {d: {"dir": True, "source": None} for d in dirs}
         entries.update({f: {**_stat_entry(here / f, file_digest(here / f)), "source": None}
                         for f in files if f != LEDGER_NAME})
-        _write_ledger(here, {"format": LEDGER_FORMAT, "owner": None, "files": entries})
+        ledger = {"format": LEDGER_FORMAT, "owner": None, "files": entries}
+        if target is not None and here == root:
+            _apply_claims(target, ledger)
+        _write_ledger(here, ledger)
 
 
 def is_known(path: Path, ledger: dict[str, Any] | None = None) -> bool:
@@ -181,27 +195,38 @@ def _preview(names: list[str]) -> str:
     return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+def path_source(kind: str, path: str | os.PathLike, folder: str | os.PathLike) -> str:
+    """A ``source`` naming a file: relative to the output ``folder`` when it lies inside it (so a
+    folder copied or named another way still matches), else absolute. ``model ./model.onnx``."""
+    target, root = Path(path).resolve(), Path(folder).resolve()
+    return f"{kind} ./{target.relative_to(root).as_posix()}" if target.is_relative_to(root) else f"{kind} {target}"
+
+
 def _refuse(folder: Path, problem: str, option: str) -> InputError:
-    return InputError(f"{folder}: {problem}; pass --force to write there anyway (nothing is deleted) "
-                      f"or choose another {option}")
+    return InputError(f"{folder}: {problem}; pass --force to write there anyway (files of the names segexport "
+                      f"writes are replaced, no other is touched) or choose another {option}")
 
 
-def _check_names(folder: Path, ledger: dict[str, Any], names: Iterable[str], source: str | None) -> list[str]:
+def _check_names(folder: Path, ledger: dict[str, Any], names: Iterable[str], source: str | None,
+                 replace_unsourced: bool) -> list[str]:
     """Problems with writing ``names`` into ``folder`` (files not ours, or of another source)."""
     problems: list[str] = []
     for name in names:
         path = folder / name
         if not (path.exists() or path.is_symlink()):
             continue
+        recorded = ledger["files"].get(name, {}).get("source")
         if not is_known(path, ledger):
             problems.append(f"{name!r} exists and segexport did not write it")
-        elif source is not None and ledger["files"][name].get("source") not in (None, source):
-            problems.append(f"{name!r} is the artifact of {ledger['files'][name]['source']}, not {source}")
+        elif source is not None and recorded != source and (recorded is not None or not replace_unsourced):
+            problems.append(f"{name!r} is {'the artifact of ' + recorded if recorded else 'another artifact'}, "
+                            f"not {source}")
     return problems
 
 
 def claim_outputs(folder: str | os.PathLike, names: Iterable[str] = (), *, source: str | None = None,
-                  owner: str | None = None, force: bool = False, option: str = "--out") -> Path:
+                  owner: str | None = None, force: bool = False, option: str = "--out",
+                  replace_unsourced: bool = True, into_owned: bool = False) -> Path:
     """Check, before any work, that a command may write ``names`` into ``folder``; record their source.
 
     Args:
@@ -211,8 +236,13 @@ def claim_outputs(folder: str | os.PathLike, names: Iterable[str] = (), *, sourc
             another source is refused.
         owner: the command owns the whole folder (a build, a checkpoint): every file in it must be
             segexport's, and an earlier owner other than ``owner`` is refused.
-        force: write anyway (segexport's files replaced atomically, other files left alone).
+        force: write anyway (files of ``names`` replaced atomically, other files left alone).
         option: the option naming the folder, for the message.
+        replace_unsourced: whether a segexport file with no recorded source may be replaced
+            (False for outputs that a user may point anywhere, such as ``--junit``).
+        into_owned: the command may add its files to a folder another command owns whole (verify's
+            report in a build folder). Otherwise only the owner's own process (which holds the
+            folder's lock) writes there.
 
     Returns:
         The folder. Nothing is written, not even the folder: the owner and sources are entered
@@ -228,16 +258,19 @@ def claim_outputs(folder: str | os.PathLike, names: Iterable[str] = (), *, sourc
     names = list(names)
     if path.is_dir():
         ledger = read_ledger(path)
-        problems = _check_names(path, ledger, names, source)
+        problems = _check_names(path, ledger, names, source, replace_unsourced)
         if owner is not None:
             foreign = foreign_entries(path)
             if foreign:
                 problems.append(f"holds {len(foreign)} file(s) segexport did not write ({_preview(foreign)})")
             if ledger.get("owner") not in (None, owner):
                 problems.append(f"holds the artifacts of {ledger['owner']}, not {owner}")
+        elif ledger.get("owner") is not None and not into_owned and not is_held(path):
+            problems.append(f"belongs to {ledger['owner']}, whose artifacts only that command writes")
         if problems and not force:
             raise _refuse(path, problems[0], option)
     _check_writable(path, option)
+    hold(path, option)  # a folder that exists is locked while the command writes into it
     claim = _CLAIMS.setdefault(path.resolve(), {"owner": None, "sources": {}})
     claim["owner"] = owner if owner is not None else claim["owner"]
     claim["sources"].update({name: source for name in names})

@@ -9,6 +9,7 @@ errors) and overridden from the CLI in one place, :func:`resolve_recipe`; option
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -25,6 +26,7 @@ else:  # pragma: no cover
 
 
 CLASS_BALANCE = ("median_frequency",)
+CRF_MODES = ("host", "none")  # what a recipe's ``crf`` key may say
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,32 @@ def _check_bounds(recipe: Recipe, origin: str) -> Recipe:
     limits.check_count(recipe.batch_size, f"{where}batch_size (--batch-size)", limits.BATCH_MAX)
     for key in ("train_images", "val_images"):
         limits.check_count(getattr(recipe, key), f"{where}{key} (--{key.replace('_', '-')})", limits.IMAGES_MAX)
+    _check_numbers(recipe, where)
+    if recipe.crf not in (None, *CRF_MODES):
+        raise ConfigError(f"{where}crf must be one of {', '.join(CRF_MODES)} (or left out), not {recipe.crf!r}")
+    if recipe.crf_iterations is not None:
+        limits.check_count(recipe.crf_iterations, f"{where}crf_iterations", limits.EPOCHS_MAX)
     return recipe
+
+
+# Keys holding real numbers: (smallest value, whether it must be strictly greater).
+_NUMBERS = {"lr": (0.0, False), "weight_decay": (0.0, False), "aux_weight": (0.0, False), "scale_min": (0.0, True),
+            "scale_max": (0.0, True), "budget_int8": (0.0, False), "budget_int8_cpu": (0.0, False),
+            "budget_fp16": (0.0, False), "crf_appearance_weight": (0.0, False), "crf_appearance_xy": (0.0, True),
+            "crf_appearance_rgb": (0.0, True), "crf_smoothness_weight": (0.0, False), "crf_smoothness_xy": (0.0, True)}
+
+
+def _check_numbers(recipe: Recipe, where: str) -> None:
+    """Raises ConfigError naming the first real-valued key that is not finite or out of range."""
+    for key, (low, strict) in _NUMBERS.items():
+        value = getattr(recipe, key)
+        if value is not None and (not math.isfinite(value) or value < low or (strict and value == low)):
+            bound = f"{'>' if strict else '>='} {low:g}"
+            raise ConfigError(f"{where}{key} must be a finite number {bound}, not {value!r}; fix the recipe "
+                              "or its command-line option")
+    if recipe.scale_min > recipe.scale_max:
+        raise ConfigError(f"{where}scale_min {recipe.scale_min:g} is larger than scale_max {recipe.scale_max:g}; "
+                          "swap them")
 
 
 def recipe_path(arch: str) -> Path:

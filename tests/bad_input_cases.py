@@ -447,4 +447,53 @@ _OUTPUTS = [
     Case("engine-record-is-a-user-file", with_user_files(model, "model.json"),
          ("engine", "{tmp}/model.onnx", "--out", f"{O}/model.plan"), message="'model.json' exists"),
 ]
-CASES = [*_MISSING, *_UNKNOWN, *_KINDS, *_CORRUPT, *_BOUNDS, *_OUTPUTS]
+def _owned_by_a_build(root: Path) -> None:
+    from segexport.ownership import set_owner
+
+    set_owner(root, "the build of deeplabv3p")  # as `segexport build` leaves its folder
+
+
+def _big_image(tmp: Path) -> None:
+    tiny_onnx(tmp / "model.onnx")
+    Image.new("1", (9500, 9500)).save(tmp / "image.png")  # past Pillow's pixel limit, small on disk
+
+
+_FOUND = [  # from a hostile sweep after the first matrix
+    Case("train-out-holds-a-users-dot-old-file", with_user_files(nothing, ".notes.old", ".model.onnx.old"),
+         ("train", "deeplabv3p", "--epochs", "1", "--out", O), message="('.model.onnx.old', '.notes.old')"),
+    Case("verify-junit-is-a-model", build, ("verify", "{tmp}/build", "--junit", "{tmp}/build/model.onnx", *_NP),
+         message="'model.onnx' is the artifact of deeplabv3p from checkpoint"),
+    Case("verify-junit-is-the-reference-weights", build,
+         ("verify", "{tmp}/build", "--junit", "{tmp}/build/reference/checkpoint.safetensors", *_NP),
+         message="'checkpoint.safetensors' is another artifact"),
+    Case("verify-junit-is-a-user-file", with_user_files(build, "notes.xml"),
+         ("verify", "{tmp}/build", "--junit", f"{O}/notes.xml", *_NP), message="'notes.xml' exists and segexport"),
+    Case("build-junit-is-the-checkpoint-weights", checkpoint,
+         ("build", "deeplabv3p", "--checkpoint", "{tmp}/ckpt", "--junit", "{tmp}/ckpt/checkpoint.safetensors", *_B),
+         message="'checkpoint.safetensors' is another artifact"),
+    Case("predict-overlay-name-of-another-input", images_folder("a.png", "a.overlay.png"),
+         ("predict", "{tmp}/model.onnx", "{tmp}/imgs", "--out", O, "--overlay"),
+         message="a mask and an overlay would both be named 'a.overlay.png'"),
+    Case("predict-an-image-past-the-pixel-limit", _big_image, ("predict", "{tmp}/model.onnx", "{tmp}/image.png",
+                                                               "--out", O), message="pass a smaller image"),
+    Case("triton-repo-is-the-build-folder", build_with(_owned_by_a_build), ("triton", "{tmp}/build", "--repo",
+                                                                           "{tmp}/build"),
+         message="belongs to the build of deeplabv3p"),
+    Case("quantize-into-a-build-folder", build_with(_owned_by_a_build),
+         ("quantize", "{tmp}/build/model.onnx", "--int8", "--target", "cpu", "--no-progress"),
+         message="belongs to the build of deeplabv3p"),
+    Case("export-into-a-checkpoint-folder", checkpoint, ("export", "{tmp}/ckpt", "--out", "{tmp}/ckpt"),
+         message="belongs to a checkpoint of deeplabv3p"),
+    Case("predict-into-a-build-folder", lambda tmp, request: (build_with(_owned_by_a_build)(tmp, request),
+                                                              png(tmp / "image.png")),
+         ("predict", "{tmp}/build/model.onnx", "{tmp}/image.png", "--out", "{tmp}/build"),
+         message="belongs to the build of deeplabv3p"),
+    *[Case(f"train-recipe-{key}-{name}", recipe_file(f'arch = "deeplabv3p"\n{key} = {value}\n'),
+           ("train", "deeplabv3p", "--recipe", "{tmp}/recipe.toml", "--out", O), message=key)
+      for key, name, value in (("lr", "nan", "nan"), ("lr", "negative", "-1.0"), ("lr", "inf", "inf"),
+                               ("weight_decay", "negative", "-5.0"), ("scale_min", "negative", "-1.0"),
+                               ("scale_min", "above-scale-max", "9.0"), ("aux_weight", "nan", "nan"),
+                               ("crf", "unknown", '"bogus"'), ("crf_iterations", "negative", "-1"),
+                               ("budget_int8", "negative", "-1.0"))],
+]
+CASES = [*_MISSING, *_UNKNOWN, *_KINDS, *_CORRUPT, *_BOUNDS, *_OUTPUTS, *_FOUND]

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from segexport.error_map import as_segexport_error
+from segexport.locks import command_locks
 
 EX_SOFTWARE = 70
 DEFAULT_INTERRUPT_HINT = "no half-written file was left behind; run the same command again"
@@ -103,7 +104,8 @@ def _run_app() -> int:
     """Run the app; the exit code of what it raised (SystemExit from Typer passes through)."""
     try:
         _register_commands()
-        app()
+        with command_locks(" ".join(["segexport", *sys.argv[1:2]])):
+            app()
     except Interrupted as exc:
         _print_line(f"interrupted: {_interrupt_hint}")
         return 128 + exc.signum
@@ -152,4 +154,6 @@ def main() -> None:
     """Console-script entry point."""
     with _signals_raise_interrupted():
         code = _run_app()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the work is done and said: a late signal changes nothing
+        signal.signal(sig, signal.SIG_IGN)
     sys.exit(code)

@@ -84,11 +84,11 @@ def engine_command(
     """
     from segexport.engine.build import build_engine
     from segexport.engine.record import record_path
-    from segexport.ownership import claim_outputs
+    from segexport.ownership import claim_outputs, path_source
 
     _check_bounds(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch)
     target = out if out is not None else model.with_suffix(".plan")
-    claim_outputs(target.parent, [target.name, record_path(target).name], source=f"model {model.resolve()}",
+    claim_outputs(target.parent, [target.name, record_path(target).name], source=path_source("model", model, target.parent),
                   force=force)
     engine = build_engine(
         model, target,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,14 @@ def require_dir(path: PathLike, expected: str) -> Path:
 
 def _open(path: Path, what: str) -> Image.Image:
     try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():  # Pillow only warns up to twice its pixel limit: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{path}: too many pixels to decode safely (more than {Image.MAX_IMAGE_PIXELS}); "
+                         f"pass a smaller {what}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{path}: not a readable {what} ({exc})") from exc
     return image
 

@@ -31,7 +31,7 @@ from segexport.deploy.artifact import ArtifactSpec, read_artifact_spec
 from segexport.deploy.triton_python_model import labels_at_size, logits_at_size
 from segexport.errors import InputError
 from segexport.fsutil import atomic_path
-from segexport.ownership import claim_outputs
+from segexport.ownership import claim_outputs, path_source
 from segexport.postprocess import CrfParams, crf_params, dense_crf
 from segexport.progress import progress_bar
 
@@ -164,12 +164,16 @@ def _claim(files: Sequence[Path], out: Path, artifact: Path, overlay: bool, forc
     """Refuse an ``out`` where a mask would replace an input image (always) or a file segexport
     did not write (unless ``force``); see :func:`segexport.ownership.claim_outputs`."""
     names = output_names(files, overlay)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"--out {out}: a mask and an overlay would both be named {twice[0]!r}; rename that "
+                         "image, or predict without --overlay")
     inputs = {f.resolve() for f in files}
     clobbered = [n for n in names if (out / n).resolve() in inputs]
     if clobbered:
         raise InputError(f"--out {out}: the mask {clobbered[0]!r} would replace an input image; "
                          "choose an --out folder that holds no input image")
-    return claim_outputs(out, names, source=f"predictions of {artifact.resolve()}", force=force)
+    return claim_outputs(out, names, source=path_source("predictions of", artifact, out), force=force)
 
 
 def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: str | Path = "predictions",

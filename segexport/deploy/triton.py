@@ -25,7 +25,7 @@ from segexport.deploy.triton_readme import render_readme
 from segexport.engine.io import TensorSpec, read_onnx_io
 from segexport.errors import ConfigError, InputError
 from segexport.fsutil import atomic_dir, atomic_path
-from segexport.ownership import claim_outputs
+from segexport.ownership import claim_outputs, path_source
 from segexport.verify.manifest import BuildManifest, VariantSpec, read_manifest
 
 DEFAULT_MAX_BATCH = 8
@@ -222,7 +222,7 @@ def write_triton_repo(build_dir: str | Path, repo: str | Path, *, name: str | No
     if instances < 1 or (max_batch is not None and max_batch < 1):
         raise ConfigError(f"--instances and --max-batch must be at least 1, got {instances} and {max_batch}")
     names = [*_model_names(manifest, root, prefix, python_backend), readme_name(prefix)]
-    claim_outputs(repo, names, source=f"the build {root.resolve()}", force=force, option="--repo")
+    claim_outputs(repo, names, source=path_source("the build", root, repo), force=force, option="--repo")
     result = TritonRepo(repo, [], repo / readme_name(prefix))
     header = f"written by segexport from {root.resolve()} (build.json)"
     for spec in manifest.variants:

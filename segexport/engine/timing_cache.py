@@ -9,7 +9,8 @@ one with a note, never a failed build.
 The file is keyed: ``timing.cache`` has ``timing.cache.json`` beside it naming the TensorRT
 version and the GPU that wrote it. A cache whose key names another version or GPU is not even
 offered to TensorRT; a cache without a key (e.g. from ``trtexec``) is offered and TensorRT decides.
-Saving is best effort and happens only after the engine and its record are in place.
+Saving is best effort and happens only after the engine and its record are in place; a file
+segexport did not write (a ``trtexec`` cache, or any path given by mistake) is read, never rewritten.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from segexport.fsutil import atomic_path, write_json
+from segexport.ownership import is_known
 
 log = logging.getLogger("segexport.engine")
 
@@ -130,6 +132,11 @@ def save_timing_cache(path: Path, blob: bytes | None, key: dict[str, Any]) -> bo
     """
     if not blob:
         log.warning("note: TensorRT returned no timing cache; %s was left as it was", path)
+        return False
+    foreign = [p for p in (path, key_path(path)) if (p.exists() or p.is_symlink()) and not is_known(p)]
+    if foreign:  # a user's file (a trtexec cache, or a path given by mistake) is read, never rewritten
+        log.warning("note: timing cache not saved: segexport did not write %s; pass a new --timing-cache path",
+                    foreign[0])
         return False
     try:
         with atomic_path(path) as tmp:

@@ -32,7 +32,7 @@ from segexport.export.verify_onnx import AGREEMENT_BUDGET, verify_onnx
 from segexport.export.verify_onnx import BATCH as VERIFY_BATCH
 from segexport.fsutil import write_json
 from segexport.models import check_input_size
-from segexport.ownership import claim_outputs
+from segexport.ownership import claim_outputs, path_source
 from segexport.postprocess import attach_conv_crf, check_crf_mode, crf_params
 from segexport.postprocess.conv_crf import DEFAULT_ITERATIONS as DEFAULT_CRF_ITERATIONS
 from segexport.postprocess.export import onnx_crf_error
@@ -185,6 +185,15 @@ def _check_memory(shape: tuple[int, int], images: int) -> None:
     limits.check_decoded_images(images, shape, "--images", rows=2)  # PyTorch's and ONNX Runtime's labels
 
 
+def _export_source(src: ExportSource, out_dir: Path) -> str:
+    """What the exported files are made from, for the output policy (a path relative to
+    ``out_dir`` when the checkpoint lies inside it, as a build's ``reference/`` does)."""
+    kind, _, where = src.source.partition(":")
+    if kind in ("checkpoint", "weights"):
+        return path_source(f"{src.arch} from {kind}", where, out_dir)
+    return f"{src.arch} ({src.source})"
+
+
 def export_model(
     source: str,
     *,
@@ -242,8 +251,8 @@ def export_model(
     limits.check_input_size(input_size)
     src = resolve_source(source, size=size, checkpoint=checkpoint, seed=seed)
     _check_memory(tuple(input_size or src.preprocess.size), images)
-    out_dir = claim_outputs(Path(out) if out is not None else src.default_out, [ONNX_NAME, REWRITES_NAME],
-                            source=f"{src.arch} ({src.source})", force=force)
+    out_dir = Path(out) if out is not None else src.default_out
+    claim_outputs(out_dir, [ONNX_NAME, REWRITES_NAME], source=_export_source(src, out_dir), force=force)
     shape = tuple(input_size or src.preprocess.size)
     check_input_size(src.model, *shape)
     preprocess = dataclasses.replace(src.preprocess, size=shape)

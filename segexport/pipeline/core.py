@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from segexport.locks import folder_lock
-from segexport.ownership import claim_outputs
+from segexport.ownership import claim_outputs, is_temporary
 from segexport.pipeline.cache import (
     STAGES_DIR,
     StageRecord,
@@ -53,10 +53,10 @@ class _Build:
 
 
 def remove_leftovers(build_dir: Path) -> list[Path]:
-    """Delete the temporary files and folders of a killed build (``.NAME.*.part``/``.old``,
+    """Delete the temporary files and folders of a killed build (``.NAME.segexport-tmp.*.part``/``.old``,
     see ``fsutil``); they are never artifacts, only what an interrupted rename left behind."""
     found = [p for folder in (build_dir, build_dir / STAGES_DIR) if folder.is_dir()
-             for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith((".part", ".old"))]
+             for p in folder.iterdir() if is_temporary(p.name) and p.name.endswith((".part", ".old"))]
     for path in found:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
@@ -219,7 +219,7 @@ def _run(plan: BuildPlan, progress: bool, log: Callable[[str], None] | None) -> 
     variants = _variants(b, onnx, export_size)
     _manifest(plan, export_size, variants)
     report = b.stages.timed("verify", f"{len(variants) + 1} rows (PyTorch reference included)", lambda: verify_build(
-        plan.build_dir, skip_accuracy=plan.skip_accuracy, junit=plan.junit, progress=b.progress))
+        plan.build_dir, skip_accuracy=plan.skip_accuracy, junit=plan.junit, progress=b.progress, force=plan.force))
     b.stages.save_last_run()
     return {**report, "stages": b.stages.as_list(), "build_notes": b.notes}
 

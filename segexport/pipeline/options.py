@@ -236,5 +236,5 @@ def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, ba
         trt_engines=target != "cpu", calib=calib, calib_images=calib_images, method=method,
         max_fallback=max_fallback, val_images=val_images, skip_accuracy=skip_accuracy or random_init,
         budgets={"fp16": recipe.budget_fp16, "int8.tensorrt": recipe.budget_int8, "int8.cpu": recipe.budget_int8_cpu},
-        junit=check_output_file(junit, "--junit"), force=force,
+        junit=check_output_file(junit, "--junit", source="a JUnit report", force=force), force=force,
     )

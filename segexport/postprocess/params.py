@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from segexport.errors import ConfigError
+from segexport.recipe import CRF_MODES
 
-CRF_MODES = ("host", "none")  # what a recipe's ``crf`` key may say
 RECIPE_KEYS = {  # recipe key -> CrfParams field
     "crf_appearance_weight": "appearance_weight",
     "crf_appearance_xy": "appearance_xy",

@@ -198,7 +198,7 @@ def budget_problem(name: str, judged: dict[str, Any], budget: float) -> list[str
 
 def _claim(out_dir: Path, model: Path, precision: str, target: str | None, force: bool) -> Path:
     """Check up front that the variant's files may be written into ``out_dir`` (see ``ownership``)."""
-    from segexport.ownership import claim_outputs
+    from segexport.ownership import claim_outputs, path_source
     from segexport.precision.fp16 import FP16_FILENAME
     from segexport.precision.int8 import get_target
     from segexport.precision.int8_stage import RANGES_NAME, TRT_CACHE_NAME
@@ -209,7 +209,7 @@ def _claim(out_dir: Path, model: Path, precision: str, target: str | None, force
     else:
         names = [get_target(target or "").filename, RANGES_NAME] + ([TRT_CACHE_NAME] if target == "tensorrt" else [])
     claim_outputs(out_dir, [SUMMARY_NAME], force=force)
-    return claim_outputs(out_dir, names, source=f"model {model.resolve()}", force=force)
+    return claim_outputs(out_dir, names, source=path_source("model", model, out_dir), force=force)
 
 
 def _check_image_memory(info: ModelInfo, val_images: int | None, calib_images: int | None) -> None:

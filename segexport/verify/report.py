@@ -73,6 +73,7 @@ from segexport.verify.render import render_markdown, write_junit
 T = TypeVar("T")
 REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG = "report.json", "report.md", "parity.png", "latency.png"
 REPORT_FILES = (REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG)
+JUNIT_SOURCE = "a JUnit report"
 PARITY_IMAGES = 3
 REFERENCE_NAME = "pytorch"
 _SCHEMA_KEYS = ("miou", "pixel_acc", "per_class_iou", "miou_drop_pts", "agreement", "max_abs_logit_error",
@@ -331,14 +332,14 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
         CheckFailed: the PyTorch reference itself cannot run.
     """
     root = Path(build_dir)
-    check_output_file(junit, "--junit")
+    check_output_file(junit, "--junit", source=JUNIT_SOURCE, force=force)
     manifest = read_manifest(root)
     lat.check_count(images, "--images")
     runs = lat.check_count(latency_runs, "latency runs")
     _check_bounds(manifest, images, runs)
     _check_artifacts(root, manifest)
     if is_main_process():
-        claim_outputs(root, REPORT_FILES, force=force, option="build folder")
+        claim_outputs(root, REPORT_FILES, force=force, option="build folder", into_owned=True)
     accuracy = not (skip_accuracy or manifest.random_init)
     config = _reference_config(root, manifest)
     threads, ctx = torch.get_num_threads(), current_context()

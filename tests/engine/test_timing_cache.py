@@ -137,3 +137,12 @@ def test_the_record_names_its_engine_and_the_runner_checks_it(tmp_path):
     with pytest.raises(InputError, match="does not match its record model.json.*segexport engine m.onnx"):
         engine_bytes(engine, record)
     assert engine_bytes(engine, {"onnx": "m.onnx"}) == b"an engine from an interrupted build"  # older records
+
+
+def test_a_file_segexport_did_not_write_is_never_rewritten(tmp_path, caplog):
+    user = tmp_path / "model.onnx"  # --timing-cache pointed at the input model by mistake
+    user.write_bytes(b"the user's model")
+    with caplog.at_level(logging.WARNING, logger="segexport.engine"):
+        assert save_timing_cache(user, b"timings", KEY) is False
+    assert user.read_bytes() == b"the user's model" and not key_path(user).exists()
+    assert "segexport did not write" in caplog.text

@@ -152,3 +152,15 @@ def test_a_build_folder_from_before_the_ledger_is_adopted_not_refused(whole_buil
     stages = json.loads((tmp_path / "build" / ".stages" / "last_run.json").read_text())["stages"]
     assert {s["stage"]: s["status"] for s in stages}["int8-cpu"] == "cached"
     assert _hashes(tmp_path / "build") == whole
+
+
+@pytest.mark.slow
+def test_a_copied_build_folder_named_another_way_is_still_the_same_build(whole_build, whole, tmp_path):
+    shutil.copytree(whole_build, tmp_path / "copy")
+    proc = _start(tmp_path, "--out", str(tmp_path / "copy"))  # absolute, and another name than it was built under
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    stages = json.loads((tmp_path / "copy" / ".stages" / "last_run.json").read_text())["stages"]
+    assert {s["stage"]: s["status"] for s in stages}["reference"] == "cached"
+    # (export records the reference's path in the model's metadata, so its stage runs again there)
+    assert file_sha256(tmp_path / "copy" / "reference" / "checkpoint.safetensors") == whole[COMPARED[0]]
