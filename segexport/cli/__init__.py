@@ -104,7 +104,7 @@ def _run_app() -> int:
     """Run the app; the exit code of what it raised (SystemExit from Typer passes through)."""
     try:
         _register_commands()
-        with command_locks(" ".join(["segexport", *sys.argv[1:2]])):
+        with command_locks(" ".join(["segexport", *sys.argv[1:3]])):
             app()
     except Interrupted as exc:
         _print_line(f"interrupted: {_interrupt_hint}")

@@ -98,7 +98,7 @@ def test_damaged_artifact_is_rebuilt_bitwise_and_leftovers_removed(copy_of_build
     before = hashes(copy_of_build)
     target = copy_of_build / "model.int8.cpu.onnx"
     target.write_bytes(target.read_bytes()[:-10])
-    leftover = copy_of_build / ".model.int8.cpu.onnx.k1ll3d.part"  # what a killed atomic write leaves
+    leftover = copy_of_build / ".model.int8.cpu.onnx.segexport-tmp.k1ll3d.part"  # what a killed atomic write leaves
     leftover.write_bytes(b"partial")
     report = build("deeplabv3p", out="build", **OPTIONS)
     got = statuses(report)
