@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-TEMP_MARK = ".segexport-tmp."  # in every temporary name segexport makes: .NAME.segexport-tmp.XXXX.part
+TEMP_MARK = ".segexport-tmp."  # in every temporary name segexport makes: .NAME.segexport-tmp.<random>.part
 
 
 def temporary_prefix(name: str) -> str:
@@ -59,7 +60,7 @@ def temporary_prefix(name: str) -> str:
 
 
 def is_temporary(name: str) -> bool:
-    """A temporary name segexport made (``.NAME.segexport-tmp.XXXX.part`` / ``.old``), the ledger
+    """A temporary name segexport made (``.NAME.segexport-tmp.<random>.part`` / ``.old``), the ledger
     or the lock; a user's ``.notes.old`` is not one."""
     return name in (LEDGER_NAME, LOCK_NAME) or (
         name.startswith(".") and TEMP_MARK in name and name.endswith((".part", ".old")))
@@ -269,7 +270,7 @@ def claim_outputs(folder: str | os.PathLike, names: Iterable[str] = (), *, sourc
             problems.append(f"belongs to {ledger['owner']}, whose artifacts only that command writes")
         if problems and not force:
             raise _refuse(path, problems[0], option)
-    _check_writable(path, option)
+    check_writable(path, option)
     hold(path, option)  # a folder that exists is locked while the command writes into it
     claim = _CLAIMS.setdefault(path.resolve(), {"owner": None, "sources": {}})
     claim["owner"] = owner if owner is not None else claim["owner"]
@@ -277,12 +278,17 @@ def claim_outputs(folder: str | os.PathLike, names: Iterable[str] = (), *, sourc
     return path
 
 
-def _check_writable(path: Path, option: str) -> None:
-    """Raises InputError when ``path`` could not be created or written (it creates nothing)."""
+def check_writable(path: Path, option: str = "--out") -> None:
+    """Raises InputError when the folder ``path`` could not be created or written. Creates nothing
+    that stays: a temporary file in the nearest existing folder proves it takes new files (a
+    permission check alone would pass for root on a read-only mount)."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         raise InputError(f"{path}: cannot create the output folder ({existing} is a file); choose another {option}")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: output folder is not writable; choose another {option}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise InputError(f"{path}: output folder is not writable ({exc.strerror}); choose another {option}") from exc

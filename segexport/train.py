@@ -10,7 +10,7 @@ so one process with ``batch_size`` reproduces exactly what it did before.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from segexport.data import (
     normalize_batch,
     open_dataset,
 )
+from segexport.data.augment import augment, draw_jitter
 from segexport.distributed import (
     DistContext,
     all_reduce_confusion,
@@ -113,68 +114,6 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     bf16: bool = False
-
-
-@dataclass(frozen=True)
-class Jitter:
-    """One sample's augmentation: horizontal flip, then rescale by ``scale`` and crop at ``(top, left)``."""
-
-    flip: bool
-    scale: float
-    top: int
-    left: int
-
-
-def _scaled(side: int, scale: float) -> int:
-    return max(1, round(side * scale))
-
-
-def draw_jitter(count: int, size: tuple[int, int], cfg: TrainConfig, gen: torch.Generator) -> list[Jitter]:
-    """Draw the augmentation of ``count`` samples of ``size`` (H, W) from ``gen``, sample by sample.
-
-    Distributed processes each draw the whole global batch from identically seeded generators,
-    so sample ``i`` of a step gets the same jitter at any number of processes.
-    """
-    h, w = size
-    out = []
-    for _ in range(count):
-        flip = float(torch.rand((), generator=gen)) < 0.5
-        scale = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * float(torch.rand((), generator=gen))
-        # the rescaled image is padded up to at least h x w before the crop
-        top = int(torch.randint(0, max(_scaled(h, scale), h) - h + 1, (1,), generator=gen))
-        left = int(torch.randint(0, max(_scaled(w, scale), w) - w + 1, (1,), generator=gen))
-        out.append(Jitter(flip, scale, top, left))
-    return out
-
-
-def scale_crop(
-    image: torch.Tensor, mask: torch.Tensor, scale: float, top: int, left: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rescale one normalised image ``[C,H,W]`` and its mask ``[H,W]``, then crop (or pad
-    with the mean colour and ignore) back to ``H x W`` at ``(top, left)``."""
-    h, w = mask.shape
-    nh, nw = _scaled(h, scale), _scaled(w, scale)
-    img = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-    msk = F.interpolate(mask[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
-    ph, pw = max(0, h - nh), max(0, w - nw)
-    if ph or pw:
-        img = F.pad(img, (0, pw, 0, ph), value=0.0)  # 0 = mean colour after normalisation
-        msk = F.pad(msk, (0, pw, 0, ph), value=IGNORE_INDEX)
-    return img[:, top : top + h, left : left + w], msk[top : top + h, left : left + w]
-
-
-def augment(
-    images: torch.Tensor, masks: torch.Tensor, jitter: Sequence[Jitter]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip and scale-crop a normalised batch as ``jitter`` (one per sample, see :func:`draw_jitter`) says."""
-    out_i, out_m = [], []
-    for img, msk, j in zip(images, masks.long(), jitter):
-        if j.flip:
-            img, msk = img.flip(-1), msk.flip(-1)
-        img, msk = scale_crop(img, msk, j.scale, j.top, j.left)
-        out_i.append(img)
-        out_m.append(msk)
-    return torch.stack(out_i), torch.stack(out_m)
 
 
 @torch.inference_mode()
@@ -270,7 +209,7 @@ class _Stepper:
     def step(self, images: torch.Tensor, masks: torch.Tensor, batch: torch.Tensor, gen: torch.Generator) -> float:
         """Train on ``batch`` (indices of the global batch, in order); the loss of this process's slice."""
         cfg = self.cfg
-        jitter = draw_jitter(len(batch), tuple(masks.shape[1:]), cfg, gen)
+        jitter = draw_jitter(len(batch), tuple(masks.shape[1:]), (cfg.scale_min, cfg.scale_max), gen)
         mine = slice(self.rank * cfg.batch_size, (self.rank + 1) * cfg.batch_size)
         idx = batch[mine]
         x = normalize_batch(images[idx].to(self.device), self.preprocess)

@@ -19,6 +19,7 @@ graph (``segexport export --crf conv``) is refused: its logits are refined alrea
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,7 @@ def _claim(files: Sequence[Path], out: Path, artifact: Path, overlay: bool, forc
     """Refuse an ``out`` where a mask would replace an input image (always) or a file segexport
     did not write (unless ``force``); see :func:`segexport.ownership.claim_outputs`."""
     names = output_names(files, overlay)
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted(n for n, count in Counter(names).items() if count > 1)
     if twice:
         raise InputError(f"--out {out}: a mask and an overlay would both be named {twice[0]!r}; rename that "
                          "image, or predict without --overlay")

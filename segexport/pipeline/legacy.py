@@ -20,12 +20,6 @@ from segexport.pipeline.cache import STAGES_DIR, StageStore
 BOOKKEEPING = ("build.json", "quantize.json", "report.json", "report.md", "parity.png", "latency.png")
 
 
-def _record_parents(build_dir: Path, path: Path) -> None:
-    """Enter each folder between ``build_dir`` and ``path`` in its parent's ledger."""
-    for folder in reversed(path.relative_to(build_dir).parents[:-1]):
-        ownership.record_folder(build_dir / folder)
-
-
 def adopt_earlier_build(build_dir: Path) -> list[str]:
     """Enter the files of a build folder written without a ledger in its ledger; their names.
 
@@ -43,8 +37,10 @@ def adopt_earlier_build(build_dir: Path) -> list[str]:
                         if sha and (build_dir / rel).is_file() and ownership.file_digest(build_dir / rel) == sha})
         adopted[path] = None
     adopted.update({build_dir / name: None for name in BOOKKEEPING if (build_dir / name).is_file()})
+    folders = {build_dir / f for path in adopted for f in path.relative_to(build_dir).parents[:-1]}
+    for folder in sorted(folders, key=lambda f: len(f.parts)):  # each once, parents first
+        ownership.record_folder(folder)
     for path, digest in adopted.items():
-        _record_parents(build_dir, path)
         ownership.record_file(path, digest or ownership.file_digest(path))
     _adopt_owner(build_dir)
     return sorted(p.relative_to(build_dir).as_posix() for p in adopted)

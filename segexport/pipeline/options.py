@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,9 @@ from typing import Any
 from segexport import limits
 from segexport.errors import CheckpointError, ConfigError, InputError
 from segexport.fsutil import check_output_file
+from segexport.ownership import check_writable
 from segexport.recipe import Recipe, load_recipe, resolve_recipe
+from segexport.verify.render import JUNIT_SOURCE
 
 TARGETS = ("both", "tensorrt", "cpu")
 DEFAULT_OUT = Path("builds")
@@ -92,24 +93,6 @@ def check_budget(value: float | None, option: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"{option} must be a number of mIoU points >= 0, got {value!r}")
     return float(value)
-
-
-def _check_writable(build_dir: Path) -> None:
-    """Fail now, not after training, when ``build_dir`` cannot be created or written. Creates nothing.
-
-    Raises:
-        InputError: the nearest existing folder is a file or refuses a new file.
-    """
-    existing = build_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"{build_dir}: cannot create the output folder ({existing} is a file); choose another --out")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise InputError(f"{build_dir}: output folder is not writable ({exc.strerror}); choose another --out") from exc
 
 
 def _count_val(recipe: Recipe) -> int:
@@ -229,12 +212,12 @@ def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, ba
     _check_memory(recipe, val_images)
     _check_calib(calib, recipe)
     build_dir = Path(out) if out is not None else DEFAULT_OUT / arch
-    _check_writable(build_dir)
+    check_writable(build_dir)
     return BuildPlan(
         arch=arch, recipe=recipe, build_dir=build_dir, checkpoint=ckpt, input_size=input_size, size=size,
         backbone=backbone, random_init=random_init, fp16=fp16, int8_targets=int8_targets,
         trt_engines=target != "cpu", calib=calib, calib_images=calib_images, method=method,
         max_fallback=max_fallback, val_images=val_images, skip_accuracy=skip_accuracy or random_init,
         budgets={"fp16": recipe.budget_fp16, "int8.tensorrt": recipe.budget_int8, "int8.cpu": recipe.budget_int8_cpu},
-        junit=check_output_file(junit, "--junit", source="a JUnit report", force=force), force=force,
+        junit=check_output_file(junit, "--junit", source=JUNIT_SOURCE, force=force), force=force,
     )

@@ -1,4 +1,5 @@
-"""Verify trusts nothing it has not checked: every artifact is the file the build wrote.
+"""What verify checks before any work: counts it can hold, and that every artifact is the file
+the build wrote (verify trusts nothing it has not checked).
 
 Before a variant is judged, each of its files is compared with what was recorded when it was
 written: the SHA-256 in the build's stage records (``BUILD_DIR/.stages/STAGE.json``, the
@@ -65,6 +66,22 @@ def _check_precision(path: Path, spec: VariantSpec, arch: str) -> None:
     if found != spec.precision:
         raise InputError(f"{path}: an {found} graph, but build.json lists it as {spec.name} ({spec.precision}); "
                          f"re-run `segexport build {arch}` to rebuild it")
+
+
+def check_counts(manifest: BuildManifest, images: int | None, runs: int | None) -> int | None:
+    """``runs`` when the image and run counts are within segexport's limits and memory holds the
+    images; else ConfigError before any work."""
+    from segexport import limits
+    from segexport.verify import latency as lat
+
+    lat.check_count(images, "--images")
+    lat.check_count(runs, "latency runs")
+    limits.check_count(images, "--images", limits.IMAGES_MAX)
+    limits.check_count(runs, "--runs", limits.RUNS_MAX)
+    count = images or manifest.val_images
+    if count:
+        limits.check_decoded_images(count, manifest.input_size, "--images", rows=1 + len(manifest.variants))
+    return runs
 
 
 def check_artifacts(root: Path, manifest: BuildManifest, specs: list[VariantSpec]) -> None:

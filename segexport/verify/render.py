@@ -166,6 +166,9 @@ def _testcase(suite: ET.Element, arch: str, row: dict[str, Any]) -> None:
     out.text = " | ".join(f"{c}={v}" for c, v in zip(_COLUMNS[1:], _cells(row)[1:]))
 
 
+JUNIT_SOURCE = "a JUnit report"  # what the output policy records a --junit file as (see segexport.ownership)
+
+
 def write_junit(path: str | Path, report: dict[str, Any]) -> Path:
     """A JUnit XML file with one test case per variant (failure: broken budget; skipped: with the reason)."""
     variants = report["variants"]

@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from segexport import limits
 from segexport.checkpoint import ModelConfig
 from segexport.distributed import (
     all_reduce_confusion,
@@ -50,7 +49,7 @@ from segexport.runners import open_runner
 from segexport.runners.torch_runner import TorchRunner
 from segexport.verify import latency as lat
 from segexport.verify.crf_rows import measure_crf_rows
-from segexport.verify.integrity import check_artifacts
+from segexport.verify.integrity import check_artifacts, check_counts
 from segexport.verify.manifest import BuildManifest, VariantSpec, read_manifest
 from segexport.verify.parity import (
     LOGIT_IMAGES,
@@ -68,12 +67,11 @@ from segexport.verify.plots import (
     save_latency_chart,
     save_parity_image,
 )
-from segexport.verify.render import render_markdown, write_junit
+from segexport.verify.render import JUNIT_SOURCE, render_markdown, write_junit
 
 T = TypeVar("T")
 REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG = "report.json", "report.md", "parity.png", "latency.png"
 REPORT_FILES = (REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG)
-JUNIT_SOURCE = "a JUnit report"
 PARITY_IMAGES = 3
 REFERENCE_NAME = "pytorch"
 _SCHEMA_KEYS = ("miou", "pixel_acc", "per_class_iou", "miou_drop_pts", "agreement", "max_abs_logit_error",
@@ -98,11 +96,6 @@ class _Shared:
 def _reference_spec(manifest: BuildManifest) -> VariantSpec:
     return VariantSpec(name=REFERENCE_NAME, backend="torch", precision="fp32", target=None,
                        artifact=manifest.reference, budget_pts=None)
-
-
-def _check_artifacts(root: Path, manifest: BuildManifest) -> None:
-    """Raises InputError naming the first artifact that is missing or not the file the build wrote."""
-    check_artifacts(root, manifest, [_reference_spec(manifest), *manifest.variants])
 
 
 def _reference_config(root: Path, manifest: BuildManifest) -> ModelConfig:
@@ -297,15 +290,6 @@ def write_pictures(root: Path, report: dict[str, Any], inputs: Inputs, predictio
     return files
 
 
-def _check_bounds(manifest: BuildManifest, images: int | None, runs: int | None) -> None:
-    """Image and run counts beyond segexport's limits, or than memory holds, fail before any work."""
-    limits.check_count(images, "--images", limits.IMAGES_MAX)
-    limits.check_count(runs, "--runs", limits.RUNS_MAX)
-    count = images or manifest.val_images
-    if count:
-        limits.check_decoded_images(count, manifest.input_size, "--images", rows=1 + len(manifest.variants))
-
-
 def verify_build(build_dir: str | Path, *, data: str | None = None, images: int | None = None,
                  skip_accuracy: bool = False, junit: str | Path | None = None, progress: bool = True,
                  latency_runs: int | None = None, force: bool = False) -> dict[str, Any]:
@@ -334,10 +318,8 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
     root = Path(build_dir)
     check_output_file(junit, "--junit", source=JUNIT_SOURCE, force=force)
     manifest = read_manifest(root)
-    lat.check_count(images, "--images")
-    runs = lat.check_count(latency_runs, "latency runs")
-    _check_bounds(manifest, images, runs)
-    _check_artifacts(root, manifest)
+    runs = check_counts(manifest, images, latency_runs)
+    check_artifacts(root, manifest, [_reference_spec(manifest), *manifest.variants])
     if is_main_process():
         claim_outputs(root, REPORT_FILES, force=force, option="build folder", into_owned=True)
     accuracy = not (skip_accuracy or manifest.random_init)
