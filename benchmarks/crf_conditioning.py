@@ -22,9 +22,9 @@ import torch
 
 from segexport.checkpoint import load_checkpoint
 from segexport.data import load_arrays, normalize_batch, open_dataset
-from segexport.export.verify_onnx import open_session
 from segexport.postprocess import ConvCRF, crf_params, score_labels
 from segexport.recipe import load_recipe
+from segexport.runners.onnxruntime_runner import open_session
 
 
 def batched(fn, *tensors: torch.Tensor, batch: int = 4) -> np.ndarray:

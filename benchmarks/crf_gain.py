@@ -30,7 +30,7 @@ import torch
 
 from segexport.checkpoint import load_checkpoint
 from segexport.data import load_arrays, normalize_batch, open_dataset
-from segexport.export.stage import export_model
+from segexport.pipeline.export_stage import export_model
 from segexport.postprocess import (
     DEFAULT_BAND,
     CrfParams,

@@ -21,9 +21,9 @@ import onnx
 import torch
 
 from segexport.errors import CheckFailed
-from segexport.export.stage import export_model
 from segexport.export.trt_check import check_tensorrt_compat
 from segexport.models import build_model, list_models
+from segexport.pipeline.export_stage import export_model
 
 TORCHVISION = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101")
 WATCHED_OPS = ("ConvTranspose", "MaxUnpool", "ScatterND", "AveragePool", "MatMul", "Resize")

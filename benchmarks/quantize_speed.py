@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from segexport.export.source import resolve_source
-from segexport.export.stage import export_model
-from segexport.export.verify_onnx import open_session
+from segexport.pipeline.export_stage import export_model
+from segexport.pipeline.sources import resolve_source
 from segexport.precision.calibrate import CalibrationSettings, calibrate, save_ranges
 from segexport.precision.calibration_data import load_calibration_images
-from segexport.precision.int8 import TARGETS, optimized_op_counts, quantize_int8
+from segexport.precision.int8 import optimized_op_counts, quantize_int8
 from segexport.precision.onnx_model import read_model_info
+from segexport.precision.targets import TARGETS
+from segexport.runners.onnxruntime_runner import open_session
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import tempfile
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from segexport.errors import InputError
+from segexport.hashing import file_sha256
 from segexport.locks import LOCK_NAME, hold, is_held
 
 LEDGER_NAME = ".segexport-files.json"
@@ -42,13 +42,7 @@ LEDGER_FORMAT = 1
 _CHUNK = 1 << 20
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_digest = file_sha256  # the ledger's content hash is segexport's one file hash
 
 
 TEMP_MARK = ".segexport-tmp."  # in every temporary name segexport makes: .NAME.segexport-tmp.<random>.part

@@ -40,12 +40,13 @@ from segexport.distributed import (
     shard_source,
 )
 from segexport.errors import ConfigError
+from segexport.hashing import file_sha256
+from segexport.metrics import confusion_matrix, metrics_from_confusion
 from segexport.models import SegmentationModel, build_model, check_input_size
 from segexport.ownership import claim_outputs
 from segexport.progress import progress_bar
 from segexport.recipe import Recipe
-from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
-from segexport.weights import file_sha256, load_backbone_weights
+from segexport.weights import load_backbone_weights
 
 EVAL_BATCH = 16
 """Images per forward pass in evaluation; distributed evaluation shards align to it, so every

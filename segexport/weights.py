@@ -9,7 +9,6 @@ backbone with :func:`load_backbone_weights`. Files are read by
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from pathlib import Path
 
@@ -25,15 +24,6 @@ from segexport.nn.vgg import vgg_fc_to_conv
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 AUX_PREFIX = "aux_classifier."
 _NUM_BATCHES = "num_batches_tracked"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in chunks (weight files are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _with_batch_counters(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ def assemble_build(checkpoint: Path, root: Path, *, arch: str = "deeplabv3p", im
     budgets are 100 points, more than any mIoU can drop, so the build passes whatever weights
     this CPU trained; the FP32 ONNX one (``onnx_budget``) relies on ONNX Runtime matching PyTorch.
     Tests tighten them."""
-    from segexport.export.stage import export_model
+    from segexport.pipeline.export_stage import export_model
     from segexport.precision.stage import quantize_model
     from segexport.verify.manifest import BuildManifest, VariantSpec, write_manifest
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from segexport.weights import file_sha256
+from segexport.hashing import file_sha256
 
 QUICK = ["--input-size", "64x64", "--epochs", "1", "--train-images", "16", "--val-images", "8", "--no-progress",
          "--int8", "--target", "cpu", "--calib-images", "4", "--method", "minmax", "--max-fallback", "0",

@@ -17,11 +17,11 @@ from safetensors.torch import save_file
 
 from segexport.checkpoint import load_checkpoint
 from segexport.errors import CheckpointError, InputError
+from segexport.hashing import file_sha256
 from segexport.models import build_model
 from segexport.recipe import load_recipe, resolve_recipe
 from segexport.train import train_checkpoint
 from segexport.weights import (
-    file_sha256,
     load_backbone_weights,
     model_from_weights_file,
 )

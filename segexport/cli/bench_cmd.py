@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from segexport.cli.export_cmd import parse_input_size
+from segexport.cli.options import BACKEND_HELP
 from segexport.verify.render import wide_console
 
 
@@ -33,11 +34,12 @@ def _print(result: dict[str, Any]) -> None:
 
 def bench_command(
     artifacts: Annotated[list[Path], typer.Argument(
-        metavar="ARTIFACT", help="Checkpoint folders (PyTorch), .onnx files, .plan engines.")],
+        metavar="ARTIFACT", help="Checkpoint folders (PyTorch), .onnx files, OpenVINO .xml, .plan engines.")],
     runs: Annotated[int | None, typer.Option(help="Timed batch-1 runs (default: up to 30 within 10 s each).")] = None,
     batch: Annotated[int | None, typer.Option(help="Batch of the throughput figure (default 8).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: torch's setting).")] = None,
     input_size: Annotated[str | None, typer.Option("--input-size", help="HEIGHTxWIDTH (default: each artifact's).")] = None,
+    backend: Annotated[str | None, typer.Option(help=BACKEND_HELP)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar (on a terminal).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
@@ -51,11 +53,14 @@ def bench_command(
         segexport bench builds/deeplabv3p/reference builds/deeplabv3p/model.onnx builds/deeplabv3p/model.int8.cpu.onnx
 
         segexport bench model.onnx --runs 200 --batch 16 --json
+
+        segexport bench builds/deeplabv3p/reference builds/deeplabv3p/model.int8.openvino.onnx --backend openvino
     """
     from segexport.verify.bench import bench_artifacts
 
     result = bench_artifacts(artifacts, runs=runs, batch=batch, threads=threads,
-                             input_size=parse_input_size(input_size), progress=progress and not as_json)
+                             input_size=parse_input_size(input_size), progress=progress and not as_json,
+                             backend=backend)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -11,8 +11,7 @@ from rich.console import Console
 
 from segexport.cli.export_cmd import parse_input_size
 from segexport.cli.options import FORCE_HELP
-
-TABLE_WIDTH = 200
+from segexport.precision.targets import TARGETS
 
 
 def parse_budget(value: str | None, option: str) -> float | None:
@@ -46,14 +45,17 @@ def _artifacts(report: dict[str, Any]) -> list[str]:
 
 
 def _print_result(report: dict[str, Any]) -> None:
-    from segexport.verify.render import print_report_table
+    from segexport.verify.render import print_report_table, wide_console
 
-    console = Console()
     # Off a terminal (CI logs, pipes) rich would wrap the table to 80 columns, hiding figures.
-    print_report_table(report, console if console.is_terminal else Console(width=TABLE_WIDTH))
+    print_report_table(report, wide_console())
     root = Path(report["build_dir"])
     typer.echo(f"report: {root / 'report.md'}")
     typer.echo("artifacts: " + ", ".join(dict.fromkeys(_artifacts(report))))
+    triton = report.get("triton")
+    if triton:
+        typer.echo(f"triton: {len(triton['models'])} models in {triton['repo']} ({', '.join(triton['models'])}); "
+                   f"how to serve them: {triton['readme']}")
 
 
 def build_command(
@@ -65,7 +67,8 @@ def build_command(
     input_size: str | None = typer.Option(None, "--input-size", help="HEIGHTxWIDTH (default: checkpoint or recipe)."),
     fp16: bool = typer.Option(False, "--fp16", help="Also FP16: ONNX, PyTorch in true half arithmetic, TensorRT."),
     int8: bool = typer.Option(False, "--int8", help="Also INT8 for each --target (and the TensorRT engine)."),
-    target: str = typer.Option("both", help="INT8 target: tensorrt, cpu or both (cpu: no TensorRT engines)."),
+    target: str = typer.Option("all", help=f"INT8 targets: {', '.join(TARGETS)}, several comma-separated, or all "
+                               "(both: its old name); TensorRT engines only with tensorrt."),
     data: str | None = typer.Option(None, help="Data spec for training and verification (default: recipe)."),
     calib: str | None = typer.Option(None, help="Calibration images: a folder or a data spec (default: synthetic)."),
     calib_images: int | None = typer.Option(None, "--calib-images", help="Calibration images (default 256)."),
@@ -78,6 +81,9 @@ def build_command(
     budget_int8: str | None = typer.Option(
         None, "--budget-int8", metavar="PTS", help="Largest INT8 mIoU drop in points (default: recipe, 1.0; CPU 0.5)."),
     junit: Path | None = typer.Option(None, help="Also write JUnit XML here (one test case per variant)."),
+    triton_repo: Path | None = typer.Option(
+        None, "--triton-repo", help="At the end, add the built models to this Triton model repository "
+        "(as `segexport triton BUILD --repo DIR`; other models in it are left alone)."),
     random_init: bool = typer.Option(False, "--random-init", help="Untrained weights (latency only; no training)."),
     skip_accuracy: bool = typer.Option(False, "--skip-accuracy", help="Latency rows only (no accuracy figures)."),
     epochs: int | None = typer.Option(None, min=1, help="Training epochs (default: recipe)."),
@@ -105,23 +111,26 @@ def build_command(
         segexport build deeplabv3p --size paper --backbone resnet50 --input-size 512x512 --random-init --int8 --target cpu
 
         segexport build deeplabv3p --checkpoint builds/deeplabv3p/reference --int8 --skip-accuracy --out /tmp/latency
+
+        segexport build deeplabv3p --int8 --target openvino --triton-repo /models
     """
     from segexport.cli import set_interrupt_hint
     from segexport.errors import CheckFailed
-    from segexport.pipeline import build
+    from segexport.pipeline import BuildOptions, build
 
     set_interrupt_hint(f"finished stages are kept in {out or Path('builds') / arch}; "
                        "run the same command again to resume from there")
 
     overrides = {k: v for k, v in (("epochs", epochs), ("train_images", train_images), ("val_images", val_images),
                                    ("seed", seed)) if v is not None}
-    report = build(
+    options = BuildOptions(
         arch, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
         fp16=fp16, int8=int8, target=target, data=data, calib=calib, calib_images=calib_images, method=method,
         budget_fp16=parse_budget(budget_fp16, "--budget-fp16"), budget_int8=parse_budget(budget_int8, "--budget-int8"),
         max_fallback=max_fallback, out=out, random_init=random_init, skip_accuracy=skip_accuracy, junit=junit,
-        progress=progress, overrides=overrides, log=typer.echo, force=force,
+        triton_repo=triton_repo, overrides=overrides, force=force,
     )
+    report = build(options, progress=progress, log=typer.echo)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for note in report["build_notes"]:
         err.print(f"warning: {note}", markup=False)

@@ -114,7 +114,7 @@ def export_command(
 
         segexport export builds/deeplabv1/reference --crf conv
     """
-    from segexport.export.stage import export_model
+    from segexport.pipeline.export_stage import export_model
 
     result = export_model(
         source, out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from segexport.cli.options import FORCE_HELP
+from segexport.cli.options import BACKEND_HELP, FORCE_HELP
 
 
 def predict_command(
@@ -24,6 +24,7 @@ def predict_command(
                                       "v1's).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON record per image.")] = False,
     force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,
+    backend: Annotated[str | None, typer.Option(help=BACKEND_HELP)] = None,
 ) -> None:
     """Segment images of any size and write STEM.png, a palette PNG of class indices.
 
@@ -39,10 +40,12 @@ def predict_command(
         segexport predict builds/deeplabv3p/reference street.jpg
 
         segexport predict builds/deeplabv1/model.onnx photos/ --crf
+
+        segexport predict builds/deeplabv3p/model.int8.openvino.onnx photos/ --backend openvino
     """
     from segexport.deploy.predict import predict_images
 
-    results = predict_images(artifact, images, out=out, overlay=overlay, crf=crf, force=force)
+    results = predict_images(artifact, images, out=out, overlay=overlay, crf=crf, force=force, backend=backend)
     if as_json:
         for r in results:
             typer.echo(json.dumps({"image": str(r.image), "mask": str(r.mask),

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segexport.cli.options import FORCE_HELP
+from segexport.precision.targets import DEFAULT_TARGET, targets_help
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -69,7 +70,7 @@ def quantize_command(
     model: Path = typer.Argument(..., metavar="MODEL.onnx", help="FP32 ONNX model (from segexport export, or one image input)."),
     int8: bool = typer.Option(False, "--int8", help="Make the INT8 model of --target."),
     fp16: bool = typer.Option(False, "--fp16", help="Make model.fp16.onnx (FP32 inputs and outputs)."),
-    target: str | None = typer.Option(None, help="INT8 target: tensorrt (default; symmetric Q/DQ) or cpu (QLinear kernels)."),
+    target: str | None = typer.Option(None, help=f"INT8 target (default {DEFAULT_TARGET}): {targets_help()}."),
     calib: str | None = typer.Option(
         None, help="Calibration images: a folder, or synthetic (default), voc:PATH, cityscapes:PATH, folder:PATH."
     ),

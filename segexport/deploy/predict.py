@@ -179,8 +179,8 @@ def _claim(files: Sequence[Path], out: Path, artifact: Path, overlay: bool, forc
 
 def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: str | Path = "predictions",
                    overlay: bool = False, crf: bool = False, progress: bool = True,
-                   force: bool = False) -> list[PredictedImage]:
-    """Write a colour mask (and an overlay) for every image, with ``artifact`` on its backend.
+                   force: bool = False, backend: str | None = None) -> list[PredictedImage]:
+    """Write a colour mask (and an overlay) for every image, with ``artifact`` on ``backend``.
 
     Args:
         artifact: a checkpoint folder, ``.onnx`` file or ``.plan``/``.engine`` TensorRT engine.
@@ -191,6 +191,7 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
         progress: show a progress bar (on a terminal).
         force: write masks even over files of those names that segexport did not write, or
             masks of another artifact (an input image is never written over, even so).
+        backend: a registered backend that runs the artifact (default: its kind's first).
 
     Returns:
         One :class:`PredictedImage` per image, in input order.
@@ -216,7 +217,7 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
         params = artifact_crf_params(spec)
     out_dir = _claim(files, Path(out), Path(artifact), overlay, force)
     results: list[PredictedImage] = []
-    with open_runner(artifact) as runner, progress_bar(progress and len(files) > 1) as bar:
+    with open_runner(artifact, backend=backend) as runner, progress_bar(progress and len(files) > 1) as bar:
         task = bar.add_task("predict", total=len(files), info=runner.device)
         for chunk, rgbs, inputs in _batches(files, spec):
             logits = runner.run(inputs)

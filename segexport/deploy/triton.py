@@ -1,6 +1,7 @@
 """A Triton Inference Server model repository from a build folder: one model per built variant.
 
-``NAME_VARIANT/config.pbtxt`` + ``NAME_VARIANT/1/model.onnx`` (platform ``onnxruntime_onnx``) or
+``NAME_VARIANT/config.pbtxt`` + ``NAME_VARIANT/1/model.onnx`` (platform ``onnxruntime_onnx``, or
+backend ``openvino`` for the OpenVINO rows: names from the backend registry) or
 ``model.plan`` (``tensorrt_plan``), with input/output names, data types and dims read from the
 model itself, ``max_batch_size`` and dynamic batching when its batch axis is dynamic, and an
 instance group. With ``python_backend``, ``NAME_e2e`` serves encoded images end to end through
@@ -26,6 +27,8 @@ from segexport.engine.io import TensorSpec, read_onnx_io
 from segexport.errors import ConfigError, InputError
 from segexport.fsutil import atomic_dir, atomic_path
 from segexport.ownership import claim_outputs, path_source
+from segexport.precision.targets import TARGETS
+from segexport.runners.registry import get_backend
 from segexport.verify.manifest import BuildManifest, VariantSpec, read_manifest
 
 DEFAULT_MAX_BATCH = 8
@@ -58,6 +61,9 @@ class TritonModel:
     outputs: list[TensorSpec]
     max_batch_size: int
     kind: str
+    key: str = "platform"
+    filename: str | None = None  # the model file in the version folder, when not Triton's default
+    parameters: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,13 +89,16 @@ def _tensor_block(key: str, tensors: list[TensorSpec]) -> list[str]:
 
 def config_pbtxt(model: TritonModel, instances: int, header: str) -> str:
     """The model's ``config.pbtxt`` (protobuf text format of Triton's ModelConfig)."""
-    key = "backend" if model.platform == "python" else "platform"
-    lines = [f"# {header}", f'name: "{model.name}"', f'{key}: "{model.platform}"',
+    lines = [f"# {header}", f'name: "{model.name}"', f'{model.key}: "{model.platform}"',
              f"max_batch_size: {model.max_batch_size}"]
+    if model.filename:
+        lines.append(f'default_model_filename: "{model.filename}"')
     lines += _tensor_block("input", model.inputs) + _tensor_block("output", model.outputs)
     if model.max_batch_size > 0:
         lines += ["dynamic_batching { }"]
     lines += ["instance_group [", "  {", f"    count: {instances}", f"    kind: {model.kind}", "  }", "]"]
+    for name, value in model.parameters.items():
+        lines += ["parameters: {", f'  key: "{name}"', f'  value: {{ string_value: "{value}" }}', "}"]
     return "\n".join(lines) + "\n"
 
 
@@ -129,11 +138,17 @@ def _copy_onnx(path: Path, version_dir: Path) -> None:
 def _variant_model(root: Path, spec: VariantSpec, name: str, max_batch: int | None,
                    notes: list[str]) -> tuple[TritonModel, Path]:
     path = root / str(spec.artifact)
+    backend = get_backend(spec.backend)
+    if backend.triton is None:
+        raise InputError(f"{spec.name}: Triton has no backend for {spec.backend} artifacts; serve an ONNX variant")
     if path.suffix == ".onnx":
         io = read_onnx_io(path)
         size, inputs, outputs = _batching(path, io.inputs, io.outputs, max_batch, None, notes)
-        kind = "KIND_CPU" if spec.target == "cpu" else "KIND_AUTO"
-        return TritonModel(name, spec.name, "onnxruntime_onnx", spec.precision, inputs, outputs, size, kind), path
+        cpu_only = backend.device == "cpu" or (spec.target is not None and TARGETS[spec.target].backends == (spec.backend,))
+        model = TritonModel(name, spec.name, backend.triton, spec.precision, inputs, outputs, size,
+                            "KIND_CPU" if cpu_only else "KIND_AUTO", key=backend.triton_field)
+        model.filename, model.parameters = backend.triton_file, dict(backend.triton_parameters)
+        return model, path
     from segexport.engine.record import read_engine_record
 
     record = read_engine_record(path)
@@ -160,7 +175,7 @@ def _write_e2e(repo: Path, root: Path, source: VariantSpec, name: str, spec: Art
     if not logits:
         raise InputError(f"{path}: --python-backend needs a logits output [N, C, H, W]; export with --output logits")
     model = TritonModel(name, E2E_SUFFIX, "python", source.precision, [TensorSpec("IMAGE", "object", (1,))],
-                        [TensorSpec("MASK", "uint8", (-1, -1))], 0, "KIND_CPU")
+                        [TensorSpec("MASK", "uint8", (-1, -1))], 0, "KIND_CPU", key="backend")
     with atomic_dir(repo / name) as folder:
         _write_e2e_files(folder, path, io, logits[0], source, spec)
         (folder / "config.pbtxt").write_text(config_pbtxt(model, instances, header))
@@ -252,7 +267,7 @@ def _add_variant(repo: Path, root: Path, spec: VariantSpec, name: str, max_batch
         return
     model, artifact = _variant_model(root, spec, name, max_batch, result.notes)
     with atomic_dir(repo / name) as folder:
-        if model.platform == "onnxruntime_onnx":
+        if artifact.suffix == ".onnx":
             _copy_onnx(artifact, folder / "1")
         else:
             (folder / "1").mkdir(parents=True)

@@ -80,8 +80,8 @@ class _Built:
 def _record(onnx: Path, out: Path, profile: ShapeProfile, built: _Built, *, workspace_gb: float,
             timing_cache: Path | None, seconds: float) -> dict[str, Any]:
     # These import torch: only once an engine was built.
-    from segexport.runners.onnxruntime_runner import graph_precision
-    from segexport.weights import file_sha256
+    from segexport.hashing import file_sha256
+    from segexport.onnx_graph import graph_precision
 
     io = read_onnx_io(onnx)
     return {

@@ -14,7 +14,7 @@ from typing import Any
 import onnx
 
 from segexport.errors import InputError
-from segexport.export.metadata import load_onnx_graph
+from segexport.onnx_graph import load_onnx_graph
 
 
 @dataclass(frozen=True)

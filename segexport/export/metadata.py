@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import onnx
-from google.protobuf.message import DecodeError
 
 import segexport
 from segexport.data.preprocess import Preprocess
-from segexport.errors import InputError
+from segexport.onnx_graph import load_onnx_graph, read_metadata  # noqa: F401 (re-exported for export's callers)
 
 INPUT_LAYOUT = "NCHW"
 
@@ -93,30 +91,3 @@ def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, Any]) -> None:
     onnx.helper.set_model_props(model, merged)
 
 
-def load_onnx_graph(path: str | Path, *, missing_fix: str = "", invalid_fix: str = "") -> onnx.ModelProto:
-    """An ONNX file's graph and metadata, without loading external weight data.
-
-    Args:
-        missing_fix, invalid_fix: what to do, appended to the error for a missing file / a
-            file that is not ONNX (``"; ..."``); nothing by default.
-
-    Raises:
-        InputError: the file is missing or not an ONNX model.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: ONNX file not found{'; ' + missing_fix if missing_fix else ''}")
-    try:
-        return onnx.load(str(p), load_external_data=False)
-    except (DecodeError, RuntimeError, ValueError) as exc:  # which one depends on the damage
-        tail = f"; {invalid_fix}" if invalid_fix else ""
-        raise InputError(f"{p}: not an ONNX model ({type(exc).__name__}){tail}") from exc
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata props of an ONNX file, without loading its weights.
-
-    Raises:
-        InputError: the file is missing or not an ONNX model.
-    """
-    return {prop.key: prop.value for prop in load_onnx_graph(path).metadata_props}

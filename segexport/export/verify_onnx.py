@@ -17,65 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segexport.error_map import translated_errors
 from segexport.errors import CheckFailed
 from segexport.rewrite.common import argmax_agreement, max_abs_diff, run_batched
+from segexport.runners.onnxruntime_runner import (
+    open_session,
+    ort_errors,
+    run_onnx,
+    static_batch,
+)
 
 AGREEMENT_BUDGET = 0.9999
 BATCH = 4  # the batch size of the main run, and the larger side of the batch check
 SIZE_CHECK_IMAGES = 8  # images per extra size of a dynamic-size check
-
-
-def _ort_errors() -> tuple[type[Exception], ...]:
-    """ONNX Runtime's exception types for a failed run (a failed load: :func:`open_session`)."""
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-
-    return state.Fail, state.InvalidArgument, state.InvalidGraph, state.RuntimeException
-
-
-def open_session(onnx_path: str | Path, *, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 threads: int | None = None) -> Any:
-    """An ONNX Runtime session (CPU provider by default) with ``threads`` (default: as many as torch uses).
-
-    Raises:
-        InputError: ONNX Runtime cannot load the file (corrupt, IR version too new, external
-            data missing, unknown operator).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    # Fatal only: ORT warns about unused initializers etc., and a load error, raised below,
-    # would otherwise also be logged to stderr as a second, multi-line report.
-    options.log_severity_level = 4
-    with translated_errors(onnx_path):
-        return ort.InferenceSession(str(onnx_path), options, providers=list(providers))
-
-
-def _static_batch(session: Any) -> int | None:
-    """The input's batch size when it is fixed, else None."""
-    dim = session.get_inputs()[0].shape[0]
-    return dim if isinstance(dim, int) else None
-
-
-def run_onnx(session: Any, images: torch.Tensor, batch: int) -> dict[str, np.ndarray]:
-    """Every output of ``session`` on ``images`` in chunks of ``batch``, concatenated.
-
-    A graph with a fixed batch gets chunks of exactly that size (the last one padded with
-    copies of its last image, then trimmed).
-    """
-    name = session.get_inputs()[0].name
-    outputs = [o.name for o in session.get_outputs()]
-    chunks: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
-    x = images.detach().cpu().numpy().astype(np.float32)
-    for start in range(0, len(x), batch):
-        chunk = x[start : start + batch]
-        real = len(chunk)
-        if real < batch and _static_batch(session) is not None:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-        for out_name, value in zip(outputs, session.run(outputs, {name: chunk})):
-            chunks[out_name].append(value[:real])
-    return {o: np.concatenate(v) for o, v in chunks.items()}
 
 
 def compare(onnx_out: dict[str, np.ndarray], logits: torch.Tensor) -> dict[str, Any]:
@@ -131,7 +84,7 @@ def _size_check(session: Any, model: nn.Module, images: torch.Tensor, size: tupl
     result: dict[str, Any] = {"size": list(size)}
     try:
         out = run_onnx(session, x, batch)
-    except _ort_errors() as exc:
+    except ort_errors() as exc:
         return {**result, "agreement": 0.0, "max_logit_error": None, "mean_logit_error": None,
                 "error": f"ONNX Runtime failed: {str(exc).splitlines()[0][:200]}"}
     return {**result, **compare(out, run_batched(model, x))}
@@ -182,12 +135,12 @@ def verify_onnx(
         InputError: ONNX Runtime cannot load the file.
     """
     session = open_session(onnx_path)
-    static = _static_batch(session)
+    static = static_batch(session)
     batch = static or BATCH
     logits = run_batched(model, images)
     try:
         out = run_onnx(session, images, batch)
-    except _ort_errors() as exc:
+    except ort_errors() as exc:
         raise CheckFailed(f"{onnx_path}: ONNX Runtime fails at the export size ({str(exc).splitlines()[0][:200]})") from exc
     n, _, h, w = logits.shape
     main = compare(out, logits)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from segexport.fsutil import write_json
-from segexport.weights import file_sha256
+from segexport.hashing import file_sha256
 
 STAGES_DIR = ".stages"
 RECORD_FORMAT = 1

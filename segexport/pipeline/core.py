@@ -24,7 +24,7 @@ from segexport.pipeline.cache import (
 )
 from segexport.pipeline.engines import engine_variants, tensorrt_checks, wanted_engines
 from segexport.pipeline.legacy import adopt_earlier_build
-from segexport.pipeline.options import BuildPlan, plan_build
+from segexport.pipeline.options import BuildOptions, BuildPlan, plan_build
 from segexport.pipeline.precision import output_files, precision_stage
 from segexport.pipeline.reference import (
     REFERENCE_DIR,
@@ -35,6 +35,8 @@ from segexport.pipeline.reference import (
     reference_inputs,
 )
 from segexport.pipeline.stages import Stages
+from segexport.precision.targets import TARGETS
+from segexport.runners.registry import get_backend
 
 REFERENCE_STAGE, EXPORT_STAGE = "reference", "export"
 
@@ -75,7 +77,7 @@ def _obtain(b: _Build) -> Reference:
 
 def _export(b: _Build, reference: Reference) -> tuple[Path, tuple[int, int]]:
     """``model.onnx`` (and ``rewrites.json``) from the reference; (path, export size)."""
-    from segexport.export.stage import ONNX_NAME, export_model
+    from segexport.pipeline.export_stage import ONNX_NAME, export_model
 
     plan = b.plan
     size = tuple(plan.input_size or reference.input_size)
@@ -108,11 +110,34 @@ def _precision_details(record: StageRecord) -> dict[str, Any]:
     return details
 
 
+def int8_row(target: str, backend: str) -> str:
+    """The verify row of ``target``'s INT8 model on ``backend``: ``openvino-int8`` where the target
+    is named after its backend, else ``onnx-int8-cpu``-style (row prefix, precision, target)."""
+    row = get_backend(backend).row
+    return f"{row}-int8" if target == backend else f"{row}-int8-{target}"
+
+
+def _int8_variants(b: _Build, onnx: Path) -> tuple[list[Any], Path | None]:
+    """The INT8 model of each target, one row per CPU backend that runs it; (rows, tensorrt's model)."""
+    plan, variants, trt_onnx = b.plan, [], None
+    for target in plan.int8_targets:
+        record = precision_stage(b.stages, plan, onnx, "int8", target, progress=b.progress)
+        b.note(record)
+        path = output_files(plan.build_dir, "int8", target)[0]
+        trt_onnx = path if "tensorrt" in TARGETS[target].backends else trt_onnx
+        for backend in TARGETS[target].backends:
+            if get_backend(backend).device != "gpu":  # engines are their own stage
+                variants.append(_spec(plan, int8_row(target, backend), backend, "int8", target, path,
+                                      f"int8.{target}", _precision_details(record)))
+    return variants, trt_onnx
+
+
 def _variants(b: _Build, onnx: Path, size: tuple[int, int]) -> list[Any]:
     """Every variant of the plan, made (or reused) in order; TensorRT engines last."""
     plan = b.plan
-    variants = [_spec(plan, "onnx", "onnxruntime", "fp32", None, onnx, "fp16")]
-    fp16_onnx = int8_onnx = None
+    variants = [_spec(plan, get_backend(backend).row, backend, "fp32", None, onnx, "fp16")
+                for backend in plan.onnx_backends]
+    fp16_onnx = None
     if plan.fp16:
         record = precision_stage(b.stages, plan, onnx, "fp16", None, progress=b.progress)
         b.note(record)
@@ -121,13 +146,8 @@ def _variants(b: _Build, onnx: Path, size: tuple[int, int]) -> list[Any]:
                               _precision_details(record)))
         variants.append(_spec(plan, "pytorch-fp16", "torch", "fp16", None, plan.build_dir / REFERENCE_DIR, "fp16",
                               {"arithmetic": "true half: the PyTorch model in torch.float16 on the CPU"}))
-    for target in plan.int8_targets:
-        record = precision_stage(b.stages, plan, onnx, "int8", target, progress=b.progress)
-        b.note(record)
-        path = output_files(plan.build_dir, "int8", target)[0]
-        int8_onnx = path if target == "tensorrt" else int8_onnx
-        variants.append(_spec(plan, f"onnx-int8-{target}", "onnxruntime", "int8", target, path, f"int8.{target}",
-                              _precision_details(record)))
+    int8_rows, int8_onnx = _int8_variants(b, onnx)
+    variants += int8_rows
     wanted = wanted_engines(plan, fp16_onnx, int8_onnx)
     sources = {"onnx": onnx, **{e.name: e.onnx for e in wanted}} if plan.trt_engines else {}
     checks = tensorrt_checks(b.stages, sources)
@@ -145,46 +165,22 @@ def _manifest(plan: BuildPlan, size: tuple[int, int], variants: list[Any]) -> Pa
     return write_manifest(plan.build_dir, manifest)
 
 
-def build(
-    arch: str, *, checkpoint: str | Path | None = None, size: str | None = None, backbone: str | None = None,
-    input_size: tuple[int, int] | None = None, fp16: bool = False, int8: bool = False, target: str = "both",
-    data: str | None = None, calib: str | None = None, calib_images: int | None = None, method: str | None = None,
-    budget_fp16: float | None = None, budget_int8: float | None = None, max_fallback: int | None = None,
-    out: str | Path | None = None, random_init: bool = False, skip_accuracy: bool = False,
-    junit: str | Path | None = None, progress: bool = True, overrides: dict[str, Any] | None = None,
-    log: Callable[[str], None] | None = None, force: bool = False,
-) -> dict[str, Any]:
-    """Build every deployment variant of ``arch`` into one folder, verify each, write the report.
+def build(options: BuildOptions, *, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Build every deployment variant of ``options.arch`` into one folder, verify each, write the report.
 
     Args:
-        arch: a registered architecture (``segexport list``).
-        checkpoint: a segexport checkpoint folder or a torchvision/segexport state-dict file
-            (default: train on the recipe's data, or ``random_init``).
-        size, backbone, input_size, data: recipe overrides (``input_size`` is the export size).
-        fp16: also ``onnx-fp16``, ``pytorch-fp16`` (true half arithmetic) and ``trt-fp16``.
-        int8: also ``onnx-int8-tensorrt`` / ``onnx-int8-cpu`` (per ``target``) and ``trt-int8``.
-        target: INT8 targets and engines: ``both``, ``tensorrt`` or ``cpu`` (no engines).
-        calib, calib_images, method, max_fallback: see ``segexport quantize``.
-        budget_fp16, budget_int8: largest mIoU drops in points (default: the recipe's; the INT8
-            budget applies to both targets).
-        out: the build folder (default ``builds/ARCH``).
-        random_init: untrained weights (latency work; accuracy is not measured).
-        skip_accuracy: latency rows only; the precision stage judges on one image without
-            the sensitivity pass.
-        junit: also write JUnit XML here (one test case per variant).
+        options: what to build (see :class:`~segexport.pipeline.options.BuildOptions`); checked
+            and resolved against the recipe before any work.
         progress: progress bars on a terminal.
-        overrides: further recipe values (``epochs``, ``train_images``, ``val_images``,
-            ``batch_size``, ``lr``, ``seed``), e.g. for quick builds.
         log: called with one line per stage event (start, cached, done, skipped).
-        force: build into ``out`` even when it holds files segexport did not write or another
-            architecture's build (nothing is deleted; see :func:`segexport.ownership.claim_outputs`).
 
     The build folder is locked while the build runs (:func:`segexport.locks.folder_lock`): a
     second build into it is refused naming the first one's process.
 
     Returns:
         The report (``report.json``) plus ``stages``: each stage's status in this run
-        (``ran``, ``cached`` or ``skipped``), and ``build_notes``: warnings from the stages.
+        (``ran``, ``cached`` or ``skipped``), ``build_notes``: warnings from the stages, and
+        ``triton``: the models written to ``options.triton_repo`` (None without one).
 
     Raises:
         UnknownNameError, ConfigError, InputError, CheckpointError: bad options, data or
@@ -192,12 +188,8 @@ def build(
         CheckFailed: the export's ONNX Runtime check fails (a broken precision budget does not
             raise: it is ``report["pass"] is False``).
     """
-    plan = plan_build(
-        arch, checkpoint=checkpoint, size=size, backbone=backbone, input_size=input_size, fp16=fp16, int8=int8,
-        target=target, data=data, calib=calib, calib_images=calib_images, method=method, budget_fp16=budget_fp16,
-        budget_int8=budget_int8, max_fallback=max_fallback, out=out, random_init=random_init,
-        skip_accuracy=skip_accuracy, junit=junit, overrides=overrides, force=force,
-    )
+    plan = plan_build(options)
+    arch = plan.arch
     adopted = adopt_earlier_build(plan.build_dir)
     if adopted and log is not None:
         log(f"ledger: {len(adopted)} files of a build made before segexport kept one entered from its stage records")
@@ -220,6 +212,17 @@ def _run(plan: BuildPlan, progress: bool, log: Callable[[str], None] | None) -> 
     _manifest(plan, export_size, variants)
     report = b.stages.timed("verify", f"{len(variants) + 1} rows (PyTorch reference included)", lambda: verify_build(
         plan.build_dir, skip_accuracy=plan.skip_accuracy, junit=plan.junit, progress=b.progress, force=plan.force))
+    triton = _triton(b, plan, plan.triton_repo) if plan.triton_repo is not None else None
     b.stages.save_last_run()
-    return {**report, "stages": b.stages.as_list(), "build_notes": b.notes}
+    return {**report, "stages": b.stages.as_list(), "build_notes": b.notes, "triton": triton}
+
+
+def _triton(b: _Build, plan: BuildPlan, repo: Path) -> dict[str, Any]:
+    """The build's models added to the Triton repository ``repo`` (``segexport triton``'s defaults)."""
+    from segexport.deploy.triton import write_triton_repo
+
+    result = b.stages.timed("triton", f"adding the models to the Triton repository {repo}",
+                            lambda: write_triton_repo(plan.build_dir, repo, force=plan.force))
+    return {"repo": str(result.path), "models": [m.name for m in result.models], "readme": str(result.readme),
+            "not_served": result.skipped, "notes": result.notes}
 

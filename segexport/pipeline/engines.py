@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segexport.hashing import file_sha256
 from segexport.pipeline.cache import package_versions
 from segexport.pipeline.options import BuildPlan
 from segexport.pipeline.stages import Stages
-from segexport.weights import file_sha256
 
 TIMING_CACHE = "timing.cache"  # tactic timings shared by the engines of a build: faster rebuilds
 CHECK_STAGE = "tensorrt-check"

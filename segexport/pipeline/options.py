@@ -17,16 +17,78 @@ from segexport import limits
 from segexport.errors import CheckpointError, ConfigError, InputError
 from segexport.fsutil import check_output_file
 from segexport.ownership import check_writable
+from segexport.precision.targets import TARGETS
 from segexport.recipe import Recipe, load_recipe, resolve_recipe
+from segexport.runners.registry import BACKENDS
 from segexport.verify.render import JUNIT_SOURCE
 
-TARGETS = ("both", "tensorrt", "cpu")
+ALL_TARGETS = "all"
+TARGET_ALIASES = {"both": ALL_TARGETS}  # the name of "all" before the target registry
 DEFAULT_OUT = Path("builds")
 # Recipe keys that callers may override beyond the named options (quick test builds use them).
 RECIPE_OVERRIDES = ("epochs", "train_images", "val_images", "batch_size", "lr", "seed")
 EXPORT_IMAGES = 32  # export verification images (at most the val images)
 SKIP_ACCURACY_IMAGES = 1  # with --skip-accuracy the precision stage judges on one image only
+SKIP_ACCURACY_EXPORT_IMAGES = 4  # and export checks parity on four (batch 1 against batch 4 still)
 MAX_ROWS = 8  # rows a build verifies at most: the reference and seven variants
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a user asks of a build, as given (``None``: the recipe decides), before any check.
+
+    One object from the CLI (or a library caller) to :func:`plan_build`, which validates it and
+    resolves it against the recipe into a :class:`BuildPlan`; each stage then reads only its part
+    of the plan.
+
+    Attributes:
+        arch: a registered architecture (``segexport list``).
+        checkpoint: a segexport checkpoint folder or a torchvision/segexport state-dict file
+            (None: train on the recipe's data, or ``random_init``).
+        size, backbone, input_size, data: recipe overrides (``input_size`` is the export size).
+        fp16: also ``onnx-fp16``, ``pytorch-fp16`` (true half arithmetic) and ``trt-fp16``.
+        int8: also each target's INT8 rows (``onnx-int8-tensorrt``, ``onnx-int8-cpu``,
+            ``openvino-int8``) and ``trt-int8``.
+        target: the INT8 targets (``precision.targets``): one, several comma-separated, or ``all``;
+            it also picks the FP32 rows (``openvino`` with the openvino target) and whether
+            TensorRT engines are built (with the tensorrt target).
+        calib, calib_images, method, max_fallback: see ``segexport quantize``.
+        budget_fp16, budget_int8: largest mIoU drops in points (default: the recipe's; the INT8
+            budget applies to every target).
+        out: the build folder (default ``builds/ARCH``).
+        random_init: untrained weights (latency work; accuracy is not measured).
+        skip_accuracy: latency rows only; the precision stage judges on one image without
+            the sensitivity pass, and export checks a few images.
+        junit: also write JUnit XML here (one test case per variant).
+        triton_repo: also add the build's models to this Triton model repository at the end.
+        overrides: further recipe values (``epochs``, ``train_images``, ``val_images``,
+            ``batch_size``, ``lr``, ``seed``), e.g. for quick builds.
+        force: build into ``out`` even when it holds files segexport did not write or another
+            architecture's build (nothing is deleted; see :func:`segexport.ownership.claim_outputs`).
+    """
+
+    arch: str
+    checkpoint: str | Path | None = None
+    size: str | None = None
+    backbone: str | None = None
+    input_size: tuple[int, int] | None = None
+    fp16: bool = False
+    int8: bool = False
+    target: str = ALL_TARGETS
+    data: str | None = None
+    calib: str | None = None
+    calib_images: int | None = None
+    method: str | None = None
+    budget_fp16: float | None = None
+    budget_int8: float | None = None
+    max_fallback: int | None = None
+    out: str | Path | None = None
+    random_init: bool = False
+    skip_accuracy: bool = False
+    junit: str | Path | None = None
+    triton_repo: str | Path | None = None
+    overrides: dict[str, Any] | None = None
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,9 +100,9 @@ class BuildPlan:
         build_dir: where artifacts go (``builds/ARCH`` by default).
         checkpoint: a checkpoint folder or weights file to start from (None: train or random init).
         input_size: the export size asked for (None: the checkpoint's or the recipe's).
-        int8_targets: the INT8 targets to make, in order (``tensorrt`` first: ``cpu`` reuses its ranges).
+        int8_targets: the INT8 targets to make, in registry order (the first calibrates, the others reuse its ranges).
         val_images: how many val images verify and the precision stage use.
-        budgets: mIoU budgets in points, by ``fp16``, ``int8.tensorrt`` and ``int8.cpu``.
+        budgets: mIoU budgets in points, by ``fp16`` and ``int8.TARGET`` for every registered target.
     """
 
     arch: str
@@ -53,6 +115,7 @@ class BuildPlan:
     random_init: bool
     fp16: bool
     int8_targets: tuple[str, ...]
+    targets: tuple[str, ...]
     trt_engines: bool
     calib: str | None
     calib_images: int | None
@@ -62,7 +125,16 @@ class BuildPlan:
     skip_accuracy: bool
     budgets: dict[str, float]
     junit: Path | None
+    triton_repo: Path | None = None
     force: bool = False
+
+    @property
+    def onnx_backends(self) -> tuple[str, ...]:
+        """The CPU backends the FP32 ONNX model runs on: ONNX Runtime, plus every other one a
+        chosen target runs on (OpenVINO with the openvino target)."""
+        chosen = [b for t in self.targets for b in TARGETS[t].backends]
+        return ("onnxruntime", *dict.fromkeys(b for b in chosen if b != "onnxruntime" and ".onnx" in BACKENDS[b].kinds
+                                               and BACKENDS[b].device != "gpu"))
 
     @property
     def data(self) -> str:
@@ -74,7 +146,8 @@ class BuildPlan:
 
     @property
     def export_images(self) -> int:
-        return min(EXPORT_IMAGES, self.val_images)
+        """Images export checks ONNX Runtime against PyTorch on (fewer when accuracy is not measured)."""
+        return min(SKIP_ACCURACY_EXPORT_IMAGES if self.skip_accuracy else EXPORT_IMAGES, self.val_images)
 
     @property
     def judge_images(self) -> int:
@@ -172,13 +245,28 @@ def _check_memory(recipe: Recipe, val_images: int) -> None:
     limits.check_decoded_images(val_images, recipe.input_size, "--val-images", rows=MAX_ROWS)
 
 
-def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, backbone: str | None,
-               input_size: tuple[int, int] | None, fp16: bool, int8: bool, target: str, data: str | None,
-               calib: str | None, calib_images: int | None, method: str | None, budget_fp16: float | None,
-               budget_int8: float | None, max_fallback: int | None, out: str | Path | None, random_init: bool,
-               skip_accuracy: bool, junit: str | Path | None, overrides: dict[str, Any] | None,
-               force: bool = False) -> BuildPlan:
-    """Resolve and check every build option (see :func:`segexport.pipeline.build`).
+def target_choices() -> tuple[str, ...]:
+    """What ``--target`` accepts: every registered INT8 target, ``all``, and the old name ``both``."""
+    return (*TARGETS, ALL_TARGETS, *TARGET_ALIASES)
+
+
+def resolve_targets(target: str) -> tuple[str, ...]:
+    """``--target``: one registered target, a comma-separated list of them, or ``all`` (``both``),
+    in registry order.
+
+    Raises:
+        ConfigError: an unknown name.
+    """
+    names = [TARGET_ALIASES.get(n.strip(), n.strip()) for n in str(target).split(",")]
+    unknown = [n for n in names if n != ALL_TARGETS and n not in TARGETS]
+    if unknown or not any(names):
+        raise ConfigError(f"--target must be {', '.join(TARGETS)} (or several, comma-separated) or {ALL_TARGETS}, "
+                          f"got {target!r}")
+    return tuple(TARGETS) if ALL_TARGETS in names else tuple(t for t in TARGETS if t in names)
+
+
+def plan_build(options: BuildOptions) -> BuildPlan:
+    """Resolve and check every option of ``options`` (see :func:`segexport.pipeline.build`).
 
     Raises:
         UnknownNameError: an unknown architecture or data set kind.
@@ -188,36 +276,55 @@ def plan_build(arch: str, *, checkpoint: str | Path | None, size: str | None, ba
     """
     from segexport.models import get_entry
 
-    get_entry(arch)
-    if target not in TARGETS:
-        raise ConfigError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
-    unknown = sorted(set(overrides or {}) - set(RECIPE_OVERRIDES))
+    o = options
+    get_entry(o.arch)
+    chosen = resolve_targets(o.target)
+    unknown = sorted(set(o.overrides or {}) - set(RECIPE_OVERRIDES))
     if unknown:
         raise ConfigError(f"unknown override(s) {', '.join(unknown)}; allowed: {', '.join(RECIPE_OVERRIDES)}")
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    _check_source(ckpt, random_init, size, backbone)
+    ckpt = Path(o.checkpoint) if o.checkpoint is not None else None
+    _check_source(ckpt, o.random_init, o.size, o.backbone)
     if ckpt is not None and ckpt.is_dir():
-        check_checkpoint_folder(ckpt, arch)  # before the build folder is touched
-    fp16_budget, int8_budget = check_budget(budget_fp16, "--budget-fp16"), check_budget(budget_int8, "--budget-int8")
+        check_checkpoint_folder(ckpt, o.arch)  # before the build folder is touched
+    fp16_budget, int8_budget = check_budget(o.budget_fp16, "--budget-fp16"), check_budget(o.budget_int8, "--budget-int8")
     recipe = resolve_recipe(
-        load_recipe(arch), size=size, backbone=backbone, input_size=input_size, data=data, budget_fp16=fp16_budget,
-        budget_int8=int8_budget, budget_int8_cpu=int8_budget, **(overrides or {}),
+        load_recipe(o.arch), size=o.size, backbone=o.backbone, input_size=o.input_size, data=o.data,
+        budget_fp16=fp16_budget, budget_int8=int8_budget, budget_int8_cpu=int8_budget, **(o.overrides or {}),
     )
-    int8_targets = tuple(t for t in ("tensorrt", "cpu") if int8 and target in (t, "both"))
-    if int8:
-        _check_int8(int8_targets, calib, calib_images, method)
-    if max_fallback is not None and max_fallback < 0:
-        raise ConfigError(f"--max-fallback must be >= 0 (0 turns the sensitivity pass off), got {max_fallback}")
+    int8_targets = chosen if o.int8 else ()
+    if o.int8:
+        _check_int8(int8_targets, o.calib, o.calib_images, o.method)
+    if o.max_fallback is not None and o.max_fallback < 0:
+        raise ConfigError(f"--max-fallback must be >= 0 (0 turns the sensitivity pass off), got {o.max_fallback}")
     val_images = _count_val(recipe)
     _check_memory(recipe, val_images)
-    _check_calib(calib, recipe)
-    build_dir = Path(out) if out is not None else DEFAULT_OUT / arch
+    _check_calib(o.calib, recipe)
+    build_dir = Path(o.out) if o.out is not None else DEFAULT_OUT / o.arch
     check_writable(build_dir)
+    triton_repo = _check_triton_repo(o.triton_repo, build_dir)
     return BuildPlan(
-        arch=arch, recipe=recipe, build_dir=build_dir, checkpoint=ckpt, input_size=input_size, size=size,
-        backbone=backbone, random_init=random_init, fp16=fp16, int8_targets=int8_targets,
-        trt_engines=target != "cpu", calib=calib, calib_images=calib_images, method=method,
-        max_fallback=max_fallback, val_images=val_images, skip_accuracy=skip_accuracy or random_init,
-        budgets={"fp16": recipe.budget_fp16, "int8.tensorrt": recipe.budget_int8, "int8.cpu": recipe.budget_int8_cpu},
-        junit=check_output_file(junit, "--junit", source=JUNIT_SOURCE, force=force), force=force,
+        arch=o.arch, recipe=recipe, build_dir=build_dir, checkpoint=ckpt, input_size=o.input_size, size=o.size,
+        backbone=o.backbone, random_init=o.random_init, fp16=o.fp16, int8_targets=int8_targets, targets=chosen,
+        trt_engines=any("tensorrt" in TARGETS[t].backends for t in chosen), calib=o.calib,
+        calib_images=o.calib_images, method=o.method, max_fallback=o.max_fallback, val_images=val_images,
+        skip_accuracy=o.skip_accuracy or o.random_init,
+        budgets={"fp16": recipe.budget_fp16, **{f"int8.{t.name}": getattr(recipe, t.budget_key) for t in TARGETS.values()}},
+        junit=check_output_file(o.junit, "--junit", source=JUNIT_SOURCE, force=o.force), triton_repo=triton_repo,
+        force=o.force,
     )
+
+
+def _check_triton_repo(repo: str | Path | None, build_dir: Path) -> Path | None:
+    """``--triton-repo``: a folder that can be written and is not inside the build folder.
+
+    Raises:
+        InputError: a file, an unwritable folder, or the build folder itself (or inside it).
+    """
+    if repo is None:
+        return None
+    path = Path(repo)
+    inside = path.resolve() == build_dir.resolve() or build_dir.resolve() in path.resolve().parents
+    if inside:
+        raise InputError(f"--triton-repo {path}: inside the build folder {build_dir}; pass a folder outside it")
+    check_writable(path, "--triton-repo")
+    return path

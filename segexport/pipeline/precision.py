@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from segexport.errors import CheckFailed
+from segexport.hashing import file_sha256
 from segexport.pipeline.cache import StageRecord, package_versions, spec_fingerprint
 from segexport.pipeline.options import BuildPlan
 from segexport.pipeline.stages import Stages
-from segexport.weights import file_sha256
+from segexport.precision.targets import TARGETS, get_target
+from segexport.runners.registry import get_backend
 
 FP16_STAGE = "fp16"
 
@@ -36,13 +38,12 @@ def summary_name(precision: str, target: str | None) -> str:
 def output_files(build_dir: Path, precision: str, target: str | None) -> list[Path]:
     """The files one ``quantize_model`` call writes (``quantize.json`` aside: every variant shares it)."""
     from segexport.precision.fp16 import FP16_FILENAME
-    from segexport.precision.int8 import get_target
     from segexport.precision.int8_stage import RANGES_NAME, TRT_CACHE_NAME
 
     if precision == "fp16":
         return [build_dir / FP16_FILENAME]
     files = [build_dir / get_target(target or "").filename, build_dir / RANGES_NAME]
-    return files + ([build_dir / TRT_CACHE_NAME] if target == "tensorrt" else [])
+    return files + ([build_dir / TRT_CACHE_NAME] if get_target(target or "").trt_cache else [])
 
 
 def budget_range(summary: dict[str, Any], max_fallback: int | None) -> list[float | None]:
@@ -87,7 +88,8 @@ def _quantize(plan: BuildPlan, onnx_path: Path, precision: str, target: str | No
     try:
         result = quantize_model(
             onnx_path, precision=precision, budget=plan.budgets[name], max_fallback=max_fallback, val=_val_spec(plan),
-            val_images=plan.judge_images, out=plan.build_dir, seed=plan.seed, progress=progress, force=True, **int8,
+            val_images=plan.judge_images, out=plan.build_dir, seed=plan.seed, progress=progress, force=True,
+            true_half=not plan.skip_accuracy, **int8,
         )
         return result.summary
     except CheckFailed:
@@ -111,16 +113,27 @@ def _val_spec(plan: BuildPlan) -> str | None:
     return None if plan.data == "synthetic" else plan.data
 
 
-def _inputs(plan: BuildPlan, onnx_sha: str, precision: str, target: str | None, reuse_ranges: bool) -> dict[str, Any]:
+def _inputs(plan: BuildPlan, onnx_sha: str, precision: str, target: str | None, ranges_from: str | None) -> dict[str, Any]:
     """The stage key's material: the model, data, calibration and sensitivity options (not the budget)."""
     inputs: dict[str, Any] = {
         "model_sha256": onnx_sha, "precision": precision, "target": target, "val": spec_fingerprint(plan.data),
         "val_images": plan.judge_images, "seed": plan.seed,
         "max_fallback": 0 if plan.skip_accuracy else plan.max_fallback, "versions": package_versions(),
     }
+    if precision == "fp16" and plan.skip_accuracy:
+        inputs["true_half"] = False  # latency only: the emulated float16 check is not made
     if precision == "int8":
         inputs.update({"calib": spec_fingerprint(plan.calib), "calib_images": plan.calib_images,
-                       "method": plan.method, "ranges_from_tensorrt_stage": reuse_ranges})
+                       "method": plan.method})
+        judge = get_backend(TARGETS[target or ""].judge_backend)
+        if judge.name != "onnxruntime" and judge.version_package:  # it judges, so it decides the sensitivity pass
+            inputs["judge"] = package_versions((judge.version_package,))
+        # Keyed as before the target registry when reusing the tensorrt stage's ranges, so
+        # builds made then are still recognised.
+        if ranges_from in (None, "tensorrt"):
+            inputs["ranges_from_tensorrt_stage"] = ranges_from is not None
+        else:
+            inputs["ranges_from"] = ranges_from
     return inputs
 
 
@@ -128,15 +141,16 @@ def precision_stage(stages: Stages, plan: BuildPlan, onnx_path: Path, precision:
                     *, progress: bool) -> StageRecord:
     """Make (or reuse) one precision variant in the build folder.
 
-    The ``cpu`` INT8 target reuses the ranges the ``tensorrt`` target calibrated in this build
-    (one calibration serves both, see ``precision.calibrate``) instead of calibrating again.
+    Every INT8 target after the build's first reuses the ranges the first one calibrated (one
+    calibration serves them all, see ``precision.calibrate``) instead of calibrating again.
     """
     from segexport.precision.int8_stage import RANGES_NAME
 
     name = summary_name(precision, target)
-    reuse_ranges = target == "cpu" and "tensorrt" in plan.int8_targets
-    cache = plan.build_dir / RANGES_NAME if reuse_ranges else None
-    inputs = _inputs(plan, file_sha256(onnx_path), precision, target, reuse_ranges)
+    first = plan.int8_targets[0] if plan.int8_targets else None
+    ranges_from = first if precision == "int8" and target != first else None
+    cache = plan.build_dir / RANGES_NAME if ranges_from else None
+    inputs = _inputs(plan, file_sha256(onnx_path), precision, target, ranges_from)
     max_fallback = 0 if plan.skip_accuracy else plan.max_fallback
 
     def work() -> tuple[list[Path], dict[str, Any]]:

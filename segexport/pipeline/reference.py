@@ -30,9 +30,9 @@ from segexport.checkpoint import (
 )
 from segexport.data import Preprocess
 from segexport.fsutil import atomic_dir
+from segexport.hashing import file_sha256
 from segexport.pipeline.cache import package_versions, spec_fingerprint
 from segexport.pipeline.options import BuildPlan, check_checkpoint_folder
-from segexport.weights import file_sha256
 
 REFERENCE_DIR = "reference"
 # model.json's training block records wall time; everything else in it decides the model.
@@ -131,8 +131,8 @@ def _classes(plan: BuildPlan) -> tuple[str, ...]:
 
 def _from_weights_file(plan: BuildPlan, weights: Path, dst: Path) -> None:
     """Load a state-dict file into ``ARCH`` and save it as the reference checkpoint folder."""
-    from segexport.export.source import _class_names
     from segexport.models import get_entry
+    from segexport.pipeline.sources import _class_names
     from segexport.weights import model_from_weights_file
 
     size = plan.size or "paper"  # as `segexport export ARCH --checkpoint FILE`: published weights are paper size

@@ -6,7 +6,7 @@ boundary pixel is one whose right or lower neighbour has another label (ignored 
 form a boundary and never count). A CRF that snaps labels to image edges raises it more than
 it raises the plain mIoU.
 
-Every figure comes from confusion matrices (:func:`segexport.verify.metrics.confusion_matrix`):
+Every figure comes from confusion matrices (:func:`segexport.metrics.confusion_matrix`):
 the trimap one is the plain one with the pixels outside the band set to ignore.
 """
 
@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from segexport.data import IGNORE_INDEX, Preprocess, normalize_batch
 from segexport.errors import InputError
+from segexport.metrics import confusion_matrix, metrics_from_confusion
 from segexport.postprocess.dense_crf import dense_crf
 from segexport.postprocess.params import CrfParams
 from segexport.progress import progress_bar
-from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
 
 DEFAULT_BAND = 3  # trimap half-width in pixels, at the model's input size
 EVAL_BATCH = 4

@@ -83,7 +83,7 @@ def onnx_crf_error(onnx_path: str | Path, crf: ConvCRF, logits: torch.Tensor, im
     """
     import onnx
 
-    from segexport.export.verify_onnx import open_session
+    from segexport.runners.onnxruntime_runner import open_session
 
     graph = onnx.load(str(onnx_path))
     softmax = next((n for n in graph.graph.node if n.op_type == "Softmax"), None)

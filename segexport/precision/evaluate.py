@@ -1,4 +1,4 @@
-"""Accuracy of a model variant on validation data, with ONNX Runtime (CPU provider).
+"""Accuracy of a model variant on validation data, on the backend that runs it (ONNX Runtime by default).
 
 Every variant (FP32 reference, INT8, FP16, each sensitivity candidate) runs the same
 normalised val images; mIoU comes from one confusion matrix per variant. Logits are kept only
@@ -16,7 +16,7 @@ import numpy as np
 
 from segexport.data import Preprocess, load_arrays, open_dataset
 from segexport.errors import InputError
-from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
+from segexport.metrics import confusion_matrix, metrics_from_confusion
 
 DEFAULT_VAL = "synthetic"
 EVAL_BATCH = 4
@@ -93,23 +93,44 @@ def _labels_and_logits(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
     return labels.astype(np.uint8), None
 
 
-def predict(path: str | Path, val: ValData, *, keep_logits: int = 0, limit: int | None = None) -> Prediction:
-    """Run ``path`` on the first ``limit`` (default all) val images.
+def predict(path: str | Path, val: ValData, *, keep_logits: int = 0, limit: int | None = None,
+            backend: str = "onnxruntime") -> Prediction:
+    """Run ``path`` on ``backend`` on the first ``limit`` (default all) val images.
 
     Raises:
-        InputError: ONNX Runtime cannot load the file.
+        InputError: the backend cannot load the file.
+        MissingDependencyError: the backend is not installed.
     """
-    from segexport.export.verify_onnx import open_session, run_onnx
+    if backend != "onnxruntime":
+        return _predict_with_runner(path, val, keep_logits=keep_logits, limit=limit, backend=backend)
+    from segexport.runners.onnxruntime_runner import open_session, run_onnx
 
+    # ONNX Runtime directly (its runner's session), so label-only graphs are judged too.
     session = open_session(path)
     dim = session.get_inputs()[0].shape[0]
     batch = dim if isinstance(dim, int) and dim > 0 else EVAL_BATCH
+
+    def outputs(x: np.ndarray) -> dict[str, np.ndarray]:
+        return run_onnx(session, _as_tensor(x), batch)
+
+    return _collect(outputs, val, batch, keep_logits, limit)
+
+
+def _predict_with_runner(path: str | Path, val: ValData, *, keep_logits: int, limit: int | None,
+                         backend: str) -> Prediction:
+    from segexport.runners import open_runner
+
+    with open_runner(path, backend=backend) as runner:
+        return _collect(lambda x: {"logits": runner.run(x)}, val, runner.fixed_batch or EVAL_BATCH, keep_logits, limit)
+
+
+def _collect(outputs: Any, val: ValData, batch: int, keep_logits: int, limit: int | None) -> Prediction:
     total = len(val) if limit is None else min(limit, len(val))
     labels = np.empty((total, *val.preprocess.size), dtype=np.uint8)
     kept: list[np.ndarray] = []
     for start in range(0, total, batch):
         stop = min(start + batch, total)
-        got, logits = _labels_and_logits(run_onnx(session, _as_tensor(val.normalised(start, stop)), batch))
+        got, logits = _labels_and_logits(outputs(val.normalised(start, stop)))
         labels[start:stop] = got
         if logits is not None and start < keep_logits:
             kept.append(logits[: keep_logits - start].astype(np.float32))

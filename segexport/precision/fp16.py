@@ -34,7 +34,7 @@ import torch
 
 from segexport.export.metadata import set_metadata
 from segexport.fsutil import atomic_path
-from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
+from segexport.metrics import confusion_matrix, metrics_from_confusion
 
 FP16_FILENAME = "model.fp16.onnx"
 FP16_MAX = 65504.0

@@ -29,7 +29,7 @@ def torch_reference(info: ModelInfo) -> tuple[Any, str | None]:
     ONNX metadata (``source``, ``source_sha256``); a changed checkpoint is not used.
     """
     from segexport.checkpoint import WEIGHTS, load_checkpoint
-    from segexport.weights import file_sha256
+    from segexport.hashing import file_sha256
 
     source = info.metadata.get("source", "")
     if not source.startswith("checkpoint:"):
@@ -67,8 +67,13 @@ def fp16_graph_facts(path: Path) -> dict[str, Any]:
     }
 
 
-def make_fp16(ctx: Context) -> tuple[str, Path, dict[str, Any], list[Path]]:
-    """Build, judge and write ``model.fp16.onnx``; (variant name, model, summary, files)."""
+def make_fp16(ctx: Context, *, true_half: bool = True) -> tuple[str, Path, dict[str, Any], list[Path]]:
+    """Build, judge and write ``model.fp16.onnx``; (variant name, model, summary, files).
+
+    Args:
+        true_half: also measure the PyTorch model in float16 (emulated on most CPUs, so minutes
+            at paper size); latency-only builds turn it off.
+    """
     final = ctx.out_dir / FP16_FILENAME
     conversion: dict[str, Any] = {}
 
@@ -79,7 +84,7 @@ def make_fp16(ctx: Context) -> tuple[str, Path, dict[str, Any], list[Path]]:
     judged = build_and_judge(ctx, build, lambda _: fp16_layers(ctx.info.path), final, ORT_LABEL)
     seconds = {"convert_and_judge": time.perf_counter() - started}
     started = time.perf_counter()
-    half = _true_half(ctx)
+    half = _true_half(ctx) if true_half else None
     seconds["true_half"] = time.perf_counter() - started
     problems = budget_problem("FP16 (ONNX Runtime)", judged, ctx.budget)
     passed = judged["passed"]

@@ -1,6 +1,6 @@
 """INT8 models in Q/DQ form, made by ``onnxruntime.quantization.quantize_static`` from cached ranges.
 
-Two targets:
+The targets (``precision.targets``) include:
 
 - ``tensorrt``: TensorRT's explicit quantization. Signed INT8 activations and per-channel
   weights, both symmetric (zero points 0); Q/DQ on the inputs of Conv, ConvTranspose,
@@ -28,7 +28,6 @@ import json
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from segexport.errors import ConfigError
 from segexport.export.metadata import set_metadata
 from segexport.fsutil import atomic_path
 from segexport.precision.calibrate import (
@@ -44,40 +42,10 @@ from segexport.precision.calibrate import (
     private_copy,
     quiet_quantization,
 )
+from segexport.precision.targets import WEIGHTED_OPS, Int8Target
 
-_WEIGHTED = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+_WEIGHTED = WEIGHTED_OPS
 _TOOL_PROPS = ("onnx.infer", "onnx.quant.pre_process")  # markers the library leaves; not the model's
-
-
-@dataclass(frozen=True)
-class Int8Target:
-    """One INT8 flavour: the file it writes and the ``quantize_static`` settings that make it."""
-
-    name: str
-    filename: str
-    signed_activations: bool
-    op_types: tuple[str, ...] | None  # None: every operator type the library quantizes
-    extra_options: dict[str, Any] = field(default_factory=dict)
-
-
-TARGETS: dict[str, Int8Target] = {
-    "tensorrt": Int8Target(
-        "tensorrt", "model.int8.tensorrt.onnx", True, (*_WEIGHTED, "Add", "MaxPool", "AveragePool"),
-        {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False, "DedicatedQDQPair": True,
-         "OpTypesToExcludeOutputQuantization": [*_WEIGHTED, "Add"]},
-    ),
-    "cpu": Int8Target("cpu", "model.int8.cpu.onnx", False, None, {"WeightSymmetric": True}),
-}
-DEFAULT_TARGET = "tensorrt"
-
-
-def get_target(name: str) -> Int8Target:
-    """Raises:
-    ConfigError: an unknown target.
-    """
-    if name not in TARGETS:
-        raise ConfigError(f"--target must be one of {', '.join(TARGETS)}, got {name!r}")
-    return TARGETS[name]
 
 
 def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Target, ranges_path: str | Path,
@@ -91,7 +59,7 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Targ
 
     activation = QuantType.QInt8 if target.signed_activations else QuantType.QUInt8
     graph = onnx.load(str(model_path), load_external_data=False)
-    tail, pools = logits_tail(graph), pools_compared_exactly(graph)
+    tail, pools = logits_tail(graph), pools_compared_exactly(graph) + target_exclusions(target, graph)
     with tempfile.TemporaryDirectory(prefix="segexport-int8-") as tmp, quiet_quantization(notes):
         raw = Path(tmp) / "quantized.onnx"
         quantize_static(
@@ -111,6 +79,16 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Targ
     set_metadata(model, props)
     with atomic_path(out_path) as tmp_path:
         onnx.save_model(model, str(tmp_path))
+
+
+def target_exclusions(target: Int8Target, model: onnx.ModelProto) -> list[str]:
+    """The nodes ``target`` keeps in FP32 beyond the shared rules (its ``exclude`` hook)."""
+    if target.exclude is None:
+        return []
+    import importlib
+
+    module, _, attr = target.exclude.partition(":")
+    return list(getattr(importlib.import_module(module), attr)(model))
 
 
 def logits_tail(model: onnx.ModelProto) -> list[str]:
@@ -219,13 +197,10 @@ def qdq_facts(path: str | Path) -> dict[str, Any]:
 def optimized_op_counts(path: str | Path) -> dict[str, int]:
     """Operator counts of the graph ONNX Runtime's CPU provider actually runs (all optimisations),
     read back from ``SessionOptions.optimized_model_filepath``."""
-    import onnxruntime as ort
+    from segexport.runners.onnxruntime_runner import open_session
 
     with tempfile.TemporaryDirectory(prefix="segexport-opt-") as tmp:
-        options = ort.SessionOptions()
-        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        options.log_severity_level = 3  # it warns that the saved graph is machine-specific: known
-        options.intra_op_num_threads = 1
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(options.optimized_model_filepath)
+        optimized_path = Path(tmp) / "optimized.onnx"
+        open_session(path, threads=1, optimized_model_path=optimized_path)
+        optimized = onnx.load(str(optimized_path))
     return dict(sorted(Counter(n.op_type for n in optimized.graph.node).items()))

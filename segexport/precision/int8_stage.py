@@ -25,15 +25,13 @@ from segexport.precision.calibration_data import (
     load_calibration_images,
 )
 from segexport.precision.int8 import (
-    DEFAULT_TARGET,
-    Int8Target,
-    get_target,
     optimized_op_counts,
     qdq_facts,
     quantize_int8,
     quantized_layers,
 )
 from segexport.precision.stage import Context, budget_problem, build_and_judge
+from segexport.precision.targets import DEFAULT_TARGET, Int8Target, get_target
 from segexport.precision.trt_cache import (
     installed_trt_version,
     version_number,
@@ -90,7 +88,7 @@ def trt_amax(ranges_path: Path) -> dict[str, float]:
 
 def _graph(target: Int8Target, path: Path) -> dict[str, Any]:
     facts = qdq_facts(path)
-    if target.name == "cpu":
+    if target.fused_kernels:
         optimized = optimized_op_counts(path)
         facts["optimized"] = {"QLinearConv": optimized.get("QLinearConv", 0),
                               "Conv_in_model": facts["op_counts"].get("Conv", 0), "op_counts": optimized}
@@ -118,7 +116,7 @@ def make_int8(ctx: Context, *, target: Int8Target, settings: CalibrationSettings
     ranges_path, calibration = prepare_ranges(ctx, settings, calib=calib, count=count, cache=cache, seed=seed)
     seconds = {"calibrate": time.perf_counter() - started}
     files = [ranges_path]
-    if target.name == "tensorrt":
+    if target.trt_cache:
         version = installed_trt_version()
         write_trt_cache(ctx.out_dir / TRT_CACHE_NAME, trt_amax(ranges_path), version)
         files.append(ctx.out_dir / TRT_CACHE_NAME)
@@ -129,7 +127,9 @@ def make_int8(ctx: Context, *, target: Int8Target, settings: CalibrationSettings
         quantize_int8(ctx.info.path, dest, target, ranges_path, settings, nodes_to_exclude=kept, notes=ctx.notes)
 
     started = time.perf_counter()
-    judged = build_and_judge(ctx, build, quantized_layers, final, f"INT8 {target.name} model on ONNX Runtime (CPU provider)")
+    backend = target.judge_backend
+    where = "ONNX Runtime (CPU provider)" if backend == "onnxruntime" else backend
+    judged = build_and_judge(ctx, build, quantized_layers, final, f"INT8 {target.name} model on {where}", backend)
     seconds["quantize_and_judge"] = time.perf_counter() - started
     name = f"int8.{target.name}"
     summary = {

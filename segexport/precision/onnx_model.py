@@ -15,8 +15,8 @@ import onnx
 
 from segexport.data import Preprocess
 from segexport.errors import InputError
-from segexport.export.metadata import load_onnx_graph
-from segexport.weights import file_sha256
+from segexport.hashing import file_sha256
+from segexport.onnx_graph import load_onnx_graph
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "DynamicQuantizeLinear")
 _FIX = "quantize an FP32 model written by `segexport export`, or one with a single float input [N, 3, H, W]"

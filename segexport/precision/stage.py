@@ -38,6 +38,7 @@ from segexport.precision.sensitivity import (
     rank_layers,
 )
 from segexport.precision.summary import write_summary
+from segexport.precision.targets import DEFAULT_TARGET, get_target
 from segexport.recipe import Recipe, load_recipe
 
 PRECISIONS = ("int8", "fp16")
@@ -81,8 +82,8 @@ def resolve_budget(info: ModelInfo, precision: str, target: str | None, budget: 
     """
     if budget is None:
         recipe = load_recipe(info.arch) if info.arch else Recipe(arch="onnx")
-        budget = recipe.budget_fp16 if precision == "fp16" else (
-            recipe.budget_int8_cpu if target == "cpu" else recipe.budget_int8)
+        budget = recipe.budget_fp16 if precision == "fp16" else getattr(
+            recipe, get_target(target or DEFAULT_TARGET).budget_key)
     if not np.isfinite(budget) or budget < 0:
         raise ConfigError(f"--budget must be a number of mIoU points >= 0, got {budget}")
     return float(budget)
@@ -115,11 +116,11 @@ def make_context(info: ModelInfo, out_dir: Path, tmp: Path, *, val: str | None, 
     return Context(info, out_dir, tmp, data, reference, miou, budget, max_fallback, progress, notes)
 
 
-def measure(ctx: Context, path: Path, label: str) -> dict[str, Any] | None:
-    """The variant's accuracy on the val data against the FP32 reference (None without val data)."""
+def measure(ctx: Context, path: Path, label: str, backend: str = "onnxruntime") -> dict[str, Any] | None:
+    """The variant's accuracy on ``backend`` on the val data against the FP32 reference (None without val data)."""
     if ctx.val is None or ctx.reference is None or ctx.reference_miou is None:
         return None
-    pred = predict(path, ctx.val, keep_logits=SENSITIVITY_IMAGES)
+    pred = predict(path, ctx.val, keep_logits=SENSITIVITY_IMAGES, backend=backend)
     metrics = score(pred.labels, ctx.val)
     return {
         "val": ctx.val.source, "images": len(ctx.val),
@@ -131,16 +132,17 @@ def measure(ctx: Context, path: Path, label: str) -> dict[str, Any] | None:
     }
 
 
-def _proxy(path: Path, val: ValData, reference: Prediction) -> float:
+def _proxy(path: Path, val: ValData, reference: Prediction, backend: str) -> float:
     """The sensitivity pass's error proxy: mean squared logit error (or argmax disagreement)."""
-    pred = predict(path, val, keep_logits=SENSITIVITY_IMAGES, limit=SENSITIVITY_IMAGES)
+    pred = predict(path, val, keep_logits=SENSITIVITY_IMAGES, limit=SENSITIVITY_IMAGES, backend=backend)
     if pred.logits is not None and reference.logits is not None:
         diff = pred.logits.astype(np.float64) - reference.logits[: len(pred.logits)]
         return float(np.mean(diff * diff))
     return float((pred.labels != reference.labels[: len(pred.labels)]).mean())
 
 
-def _fallback(ctx: Context, build: Build, layers: list[dict[str, str]], candidate: Path) -> dict[str, Any] | None:
+def _fallback(ctx: Context, build: Build, layers: list[dict[str, str]], candidate: Path,
+              backend: str) -> dict[str, Any] | None:
     """Run the sensitivity pass; its summary (None when turned off)."""
     limit = default_max_fallback(len(layers)) if ctx.max_fallback is None else ctx.max_fallback
     val, reference, reference_miou = ctx.val, ctx.reference, ctx.reference_miou
@@ -149,21 +151,21 @@ def _fallback(ctx: Context, build: Build, layers: list[dict[str, str]], candidat
 
     def proxy_of(kept: Sequence[str]) -> float:
         build(kept, candidate)
-        return _proxy(candidate, val, reference)
+        return _proxy(candidate, val, reference, backend)
 
     def miou_of(kept: Sequence[str]) -> float:
         build(kept, candidate)
-        return score(predict(candidate, val).labels, val)["miou"]
+        return score(predict(candidate, val, backend=backend).labels, val)["miou"]
 
-    ranking = rank_layers(layers, proxy_of, _proxy(candidate, val, reference), progress=ctx.progress)
+    ranking = rank_layers(layers, proxy_of, _proxy(candidate, val, reference, backend), progress=ctx.progress)
     outcome = keep_until_budget(ranking, miou_of, reference_miou=reference_miou, budget=ctx.budget,
                                 max_fallback=limit, progress=ctx.progress)
     return {**outcome.to_dict(), "max_fallback": limit, "candidates": len(layers)}
 
 
 def build_and_judge(ctx: Context, build: Build, layers_of: Callable[[Path], list[dict[str, str]]],
-                    final: Path, label: str) -> dict[str, Any]:
-    """Build the variant, judge it, run the sensitivity pass if the budget breaks, write ``final``.
+                    final: Path, label: str, backend: str = "onnxruntime") -> dict[str, Any]:
+    """Build the variant, judge it on ``backend``, run the sensitivity pass if the budget breaks, write ``final``.
 
     Returns:
         ``kept_fp32`` (node names), ``accuracy`` (None without val data), ``fallback``,
@@ -172,17 +174,30 @@ def build_and_judge(ctx: Context, build: Build, layers_of: Callable[[Path], list
     candidate = ctx.tmp / "candidate.onnx"
     build([], candidate)
     layers = layers_of(candidate)
-    accuracy = measure(ctx, candidate, label)
+    accuracy = measure(ctx, candidate, label, backend)
     passed = None if accuracy is None else accuracy["drop_points"] <= ctx.budget
-    fallback = None if passed in (None, True) else _fallback(ctx, build, layers, candidate)
+    fallback = None if passed in (None, True) else _fallback(ctx, build, layers, candidate, backend)
     if fallback is not None and accuracy is not None:
         fallback["drop_points_before"] = accuracy["drop_points"]  # every candidate layer in low precision
     kept = [entry["name"] for entry in fallback["kept_fp32"]] if fallback and fallback["tried"] else []
-    build(kept, final)
+    if kept or fallback is not None:  # the pass rebuilt the candidate: build the chosen variant again
+        build(kept, final)
+    else:  # the judged candidate is the variant (builds are deterministic): no second conversion
+        _publish(candidate, final)
     if kept:
-        accuracy = measure(ctx, final, label)
+        accuracy = measure(ctx, final, label, backend)
         passed = accuracy is not None and accuracy["drop_points"] <= ctx.budget
     return {"kept_fp32": kept, "accuracy": accuracy, "fallback": fallback, "passed": passed, "layers": len(layers)}
+
+
+def _publish(candidate: Path, final: Path) -> None:
+    """Copy ``candidate`` to ``final`` under a temporary name, then rename (``fsutil.atomic_path``)."""
+    import shutil
+
+    from segexport.fsutil import atomic_path
+
+    with atomic_path(final) as tmp_path:
+        shutil.copyfile(candidate, tmp_path)
 
 
 def budget_problem(name: str, judged: dict[str, Any], budget: float) -> list[str]:
@@ -200,14 +215,14 @@ def _claim(out_dir: Path, model: Path, precision: str, target: str | None, force
     """Check up front that the variant's files may be written into ``out_dir`` (see ``ownership``)."""
     from segexport.ownership import claim_outputs, path_source
     from segexport.precision.fp16 import FP16_FILENAME
-    from segexport.precision.int8 import get_target
     from segexport.precision.int8_stage import RANGES_NAME, TRT_CACHE_NAME
     from segexport.precision.summary import SUMMARY_NAME
 
     if precision == "fp16":
         names = [FP16_FILENAME]
     else:
-        names = [get_target(target or "").filename, RANGES_NAME] + ([TRT_CACHE_NAME] if target == "tensorrt" else [])
+        spec = get_target(target or "")
+        names = [spec.filename, RANGES_NAME] + ([TRT_CACHE_NAME] if spec.trt_cache else [])
     claim_outputs(out_dir, [SUMMARY_NAME], force=force)
     return claim_outputs(out_dir, names, source=path_source("model", model, out_dir), force=force)
 
@@ -223,6 +238,7 @@ def quantize_model(model: str | Path, *, precision: str, target: str | None = No
                    calib_images: int | None = None, method: str | None = None, percentile: float | None = None,
                    calib_cache: str | Path | None = None, budget: float | None = None, max_fallback: int | None = None,
                    val: str | None = None, val_images: int | None = None, out: str | Path | None = None,
+                   true_half: bool = True,
                    seed: int = 0, progress: bool = True, force: bool = False) -> QuantizeResult:
     """Make the INT8 (``target`` tensorrt or cpu) or FP16 variant of ``model`` and judge it.
 
@@ -267,7 +283,7 @@ def quantize_model(model: str | Path, *, precision: str, target: str | None = No
         if precision == "fp16":
             from segexport.precision.fp16_stage import make_fp16
 
-            name, path, summary, files = make_fp16(ctx)
+            name, path, summary, files = make_fp16(ctx, true_half=true_half)
         else:
             from segexport.precision.int8_stage import make_int8
 

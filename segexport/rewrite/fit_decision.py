@@ -14,6 +14,11 @@ import torch
 from torch import nn
 
 from segexport.errors import ConfigError, InputError
+from segexport.metrics import (
+    IGNORE_INDEX,
+    confusion_matrix,
+    metrics_from_confusion,
+)
 from segexport.rewrite import RewriteRecord
 from segexport.rewrite.common import (
     argmax_agreement,
@@ -25,11 +30,6 @@ from segexport.rewrite.common import (
     run_batched,
 )
 from segexport.rewrite.resize_conv_fit import fit_resize_conv
-from segexport.verify.metrics import (
-    IGNORE_INDEX,
-    confusion_matrix,
-    metrics_from_confusion,
-)
 
 RULE = "deconv_to_resize"
 _record = partial(record, RULE)

@@ -27,13 +27,15 @@ class Runner(abc.ABC):
     """A loaded model of one backend.
 
     Attributes:
-        backend: ``torch``, ``onnxruntime`` or ``tensorrt``.
+        backend: the registry name (``runners.registry``).
         artifact: the checkpoint folder, ``.onnx`` or ``.plan`` it runs.
         precision: ``fp32``, ``fp16`` or ``int8``.
         fixed_batch: the only batch size the artifact accepts, or None for any.
         device: human-readable, e.g. ``cpu (2 threads)``.
         input_size: ``(height, width)`` the artifact was made for (benchmarks make inputs of
             this size), or None when unknown.
+        inference_precision: the arithmetic the backend chose when it is not simply the graph's
+            (OpenVINO's CPU plugin may compute an FP32 graph in bf16), else None.
     """
 
     backend: ClassVar[str]
@@ -42,6 +44,7 @@ class Runner(abc.ABC):
     fixed_batch: int | None = None
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
+    inference_precision: str | None = None
 
     @abc.abstractmethod
     def run(self, images: np.ndarray) -> np.ndarray:

@@ -10,17 +10,19 @@ them); the torch runner's ``fp16`` is the true-half figure.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from segexport.error_map import translated_errors
 from segexport.errors import CheckFailed, InputError, MissingDependencyError
+from segexport.onnx_graph import graph_precision
 from segexport.runners.base import PRECISIONS, Runner, check_images, check_precision
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-_INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
 
 def _import_onnxruntime() -> Any:
@@ -33,21 +35,68 @@ def _import_onnxruntime() -> Any:
     return onnxruntime
 
 
+def ort_errors() -> tuple[type[Exception], ...]:
+    """ONNX Runtime's exception types for a failed run (a failed load: :func:`open_session`)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return state.Fail, state.InvalidArgument, state.InvalidGraph, state.RuntimeException
+
+
+def open_session(onnx_path: str | Path, *, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 threads: int | None = None, optimized_model_path: str | Path | None = None) -> Any:
+    """An ONNX Runtime session on exactly ``providers`` (CPU by default) with ``threads``
+    (default: as many as torch uses). Every ONNX Runtime session segexport opens comes from here.
+
+    Args:
+        optimized_model_path: where ONNX Runtime writes the graph it actually runs (all
+            optimisations applied), for inspection; None: not written.
+
+    Raises:
+        InputError: ONNX Runtime cannot load the file (corrupt, IR version too new, external
+            data missing, unknown operator).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    # Fatal only: ORT warns about unused initializers etc., and a load error, raised below,
+    # would otherwise also be logged to stderr as a second, multi-line report.
+    options.log_severity_level = 4
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    with translated_errors(onnx_path):
+        return ort.InferenceSession(str(onnx_path), options, providers=list(providers))
+
+
+def static_batch(session: Any) -> int | None:
+    """The input's batch size when it is fixed, else None."""
+    dim = session.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) else None
+
+
+def run_onnx(session: Any, images: torch.Tensor, batch: int) -> dict[str, np.ndarray]:
+    """Every output of ``session`` on ``images`` in chunks of ``batch``, concatenated.
+
+    A graph with a fixed batch gets chunks of exactly that size (the last one padded with
+    copies of its last image, then trimmed).
+    """
+    name = session.get_inputs()[0].name
+    outputs = [o.name for o in session.get_outputs()]
+    chunks: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
+    x = images.detach().cpu().numpy().astype(np.float32)
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        real = len(chunk)
+        if real < batch and static_batch(session) is not None:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+        for out_name, value in zip(outputs, session.run(outputs, {name: chunk})):
+            chunks[out_name].append(value[:real])
+    return {o: np.concatenate(v) for o, v in chunks.items()}
+
+
 def choose_providers(available: list[str]) -> list[str]:
     """The GPU providers among ``available`` in order of preference, then the CPU provider."""
     return [p for p in GPU_PROVIDERS if p in available] + ["CPUExecutionProvider"]
-
-
-def graph_precision(path: Path) -> str:
-    """``int8`` for a quantized graph (Q/DQ or QLinear nodes), ``fp16`` for FP16 weights, else ``fp32``."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    if any(node.op_type in _INT8_OPS for node in model.graph.node):
-        return "int8"
-    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer):
-        return "fp16"
-    return "fp32"
 
 
 def _logits_output(session: Any, path: Path) -> str:
@@ -91,8 +140,6 @@ class OnnxRuntimeRunner(Runner):
             InputError: a missing file, bad options, a graph without a logits output, or a file
                 ONNX Runtime cannot load.
         """
-        from segexport.export.verify_onnx import open_session
-
         check_precision(precision, PRECISIONS, self.backend)
         if threads is not None and threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
@@ -114,8 +161,6 @@ class OnnxRuntimeRunner(Runner):
         self.device = f"{where}, onnxruntime {ort.__version__} {self.providers[0]}, {self.threads} threads"
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        from segexport.export.verify_onnx import _ort_errors, run_onnx
-
         if self._session is None:
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
         x = check_images(images, self)
@@ -124,7 +169,7 @@ class OnnxRuntimeRunner(Runner):
                 out = self._session.run([self._output], {self._input: x})[0]
             else:  # chunks of the fixed batch, the last one padded
                 out = run_onnx(self._session, torch.from_numpy(x), self.fixed_batch)[self._output]
-        except _ort_errors() as exc:
+        except ort_errors() as exc:
             raise CheckFailed(f"{self.artifact}: ONNX Runtime failed on {x.shape} "
                               f"({str(exc).splitlines()[0][:200]})") from exc
         return np.asarray(out, dtype=np.float32)

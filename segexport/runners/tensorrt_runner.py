@@ -234,3 +234,22 @@ class TensorRTRunner(Runner):
         self._context = None
         self._engine = None
         self._runtime = None
+
+
+def open_engine(artifact: str | Path, *, precision: str | None = None, threads: int | None = None) -> TensorRTRunner:
+    """The registry's opener: checks TensorRT can run here before reading the engine's record,
+    so a CPU machine says what to install first; ``threads`` does not apply to a GPU engine.
+
+    Under torchrun each process uses LOCAL_RANK's GPU (the one distributed.py selects), so the
+    engine, its context, the buffers and the stream all sit on one device.
+
+    Raises:
+        MissingDependencyError: no tensorrt package, NVIDIA driver or CUDA device (names which).
+    """
+    from segexport.distributed import local_device_index
+    from segexport.engine import availability
+
+    reason = availability.engine_unavailable_reason()  # looked up when called, so tests can stand in for it
+    if reason:
+        raise MissingDependencyError(f"{artifact}: {reason}")
+    return TensorRTRunner(artifact, precision=precision, device_index=local_device_index())

@@ -23,8 +23,8 @@ from segexport.distributed import (
     shard_source,
 )
 from segexport.errors import InputError
+from segexport.metrics import metrics_from_confusion
 from segexport.train import EVAL_BATCH, evaluate_model
-from segexport.verify.metrics import metrics_from_confusion
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import numpy as np
 
 from segexport.errors import ConfigError
 from segexport.runners import Runner
+from segexport.runners.registry import version_packages
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs Python 3.11
@@ -42,7 +43,7 @@ MEMORY_METHOD = ("peak RSS while the variant is loaded and run minus RSS before 
                  f"{RSS_INTERVAL_S * 1000:g} ms from {_STATM}; host memory only")
 LATENCY_METHOD = (f"batch-1 wall time per run after {WARMUP_RUNS} warm-up runs (CUDA events on TensorRT); "
                   f"throughput from the median run at batch {THROUGHPUT_BATCH} (or the artifact's fixed batch)")
-VERSION_PACKAGES = ("segexport", "torch", "onnxruntime", "onnx", "numpy", "tensorrt")
+VERSION_PACKAGES = version_packages()
 
 
 def check_count(value: int | None, what: str) -> int | None:

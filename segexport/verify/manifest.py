@@ -15,12 +15,12 @@ from typing import Any
 
 from segexport.errors import InputError
 from segexport.fsutil import write_json
+from segexport.precision.targets import TARGETS
 from segexport.runners import BACKENDS
 from segexport.runners.base import PRECISIONS
 
 MANIFEST_NAME = "build.json"
 FORMAT_VERSION = 1
-TARGETS = ("tensorrt", "cpu")
 _FIX = "re-run `segexport build` to rewrite it"
 
 
@@ -30,9 +30,9 @@ class VariantSpec:
 
     Attributes:
         name: e.g. ``onnx``, ``onnx-fp16``, ``pytorch-fp16``, ``onnx-int8-cpu``, ``trt-int8``.
-        backend: ``torch``, ``onnxruntime`` or ``tensorrt``.
+        backend: a registered backend (``runners.registry``).
         precision: ``fp32``, ``fp16`` or ``int8``.
-        target: the INT8 target (``tensorrt`` or ``cpu``), None otherwise.
+        target: the INT8 target (``precision.targets``), None otherwise.
         artifact: path relative to the build folder (None when skipped).
         budget_pts: largest allowed mIoU drop vs the PyTorch reference, in points (None: not judged).
         skipped: why the variant was not built (None when it was).
@@ -104,9 +104,9 @@ def _variant(path: Path, i: int, data: Any) -> VariantSpec:
         raise _bad(path, f"{where}.budget_pts must be a number >= 0, got {budget!r}")
     spec = VariantSpec(
         name=name,
-        backend=_choice(path, f"{where}.backend", data["backend"], BACKENDS),
+        backend=_choice(path, f"{where}.backend", data["backend"], tuple(BACKENDS)),
         precision=_choice(path, f"{where}.precision", data["precision"], PRECISIONS),
-        target=_choice(path, f"{where}.target", data["target"], TARGETS, optional=True),
+        target=_choice(path, f"{where}.target", data["target"], tuple(TARGETS), optional=True),
         artifact=_typed(path, f"{where}.artifact", data["artifact"], (str,), optional=True),
         budget_pts=None if budget is None else float(budget),
         skipped=_typed(path, f"{where}.skipped", data.get("skipped"), (str,), optional=True),

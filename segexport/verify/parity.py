@@ -1,7 +1,7 @@
 """Accuracy and parity of one runner on the cached val inputs, against the PyTorch reference.
 
 Predictions reuse ``precision.evaluate`` (``Prediction``, ``logit_error``) and scores come from
-one confusion matrix (``verify.metrics``), as in ``segexport quantize``; only the producer
+one confusion matrix (``segexport.metrics``), as in ``segexport quantize``; only the producer
 differs: here any :class:`~segexport.runners.Runner`, there an ONNX session. Scores are kept as
 integer counts until the end, so under ``torchrun`` each process counts its shard and the sums
 give the single-process figures exactly.
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from segexport.distributed import all_reduce_confusion
+from segexport.metrics import confusion_matrix, metrics_from_confusion
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, ValData
 from segexport.runners import Runner
-from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
 
 LOGIT_IMAGES = 16  # logits are kept for this many images: the logit error is measured on them
 

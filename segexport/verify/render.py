@@ -17,13 +17,13 @@ from rich.table import Table
 from segexport.fsutil import atomic_path
 
 _COLUMNS = ("variant", "backend", "precision", "target", "mIoU", "drop (pts)", "budget (pts)", "agreement",
-            "max |Δlogit|", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup", "peak MB", "result")
+            "max |Δlogit|", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup", "vs FP32", "peak MB", "result")
 CRF_TITLE = "Dense CRF (host)"
 _CRF_COLUMNS = ("variant", "mIoU", "gain (pts)", "trimap mIoU", "trimap gain (pts)", "changed px", "CRF ms/img",
                 "engine p50 ms")
 
 
-def wide_console(width: int = 200) -> Console:
+def wide_console(width: int = 240) -> Console:
     """A stdout console; off a terminal (CI logs, pipes) ``width`` columns instead of rich's 80,
     so wide tables are not truncated."""
     console = Console()
@@ -53,7 +53,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _fmt(row.get("agreement"), ".5f"), _fmt(row.get("max_abs_logit_error"), ".3g"),
         _fmt(latency.get("p50"), ".2f"), _fmt(latency.get("p90"), ".2f"), _fmt(latency.get("p99"), ".2f"),
         _fmt(row.get("throughput_ips"), ".1f"), _fmt(row.get("speedup_vs_pytorch"), ".2f"),
-        _fmt(row.get("peak_rss_mb"), ".0f"), verdict(row),
+        _fmt(row.get("speedup_vs_fp32"), ".2f"), _fmt(row.get("peak_rss_mb"), ".0f"),
+        verdict(row) + (", slower than FP32" if row.get("int8_slower") else ""),
     ]
 
 
@@ -94,6 +95,7 @@ def print_report_table(report: dict[str, Any], console: Console) -> None:
     for row in rows_of(report):
         result = verdict(row)
         style = {"FAIL": "bold red", "ERROR": "bold red", "skipped": "dim", "reference": "bold"}.get(result)
+        style = style or ("yellow" if row.get("int8_slower") else None)
         table.add_row(*_cells(row), style=style)
     console.print(table)
     for row in report["variants"]:

@@ -44,6 +44,7 @@ from segexport.errors import (
 from segexport.fsutil import atomic_path, check_output_file, write_json
 from segexport.ownership import claim_outputs, is_known
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, load_val, logit_error
+from segexport.precision.targets import TARGETS
 from segexport.progress import progress_bar
 from segexport.runners import open_runner
 from segexport.runners.torch_runner import TorchRunner
@@ -74,9 +75,14 @@ REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG = "report.json", "report.md", "p
 REPORT_FILES = (REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG)
 PARITY_IMAGES = 3
 REFERENCE_NAME = "pytorch"
+# PyTorch in float16 is an accuracy check (true half arithmetic); CPUs without native half
+# kernels emulate it, minutes per image at paper size, so it is not timed on its own.
+EMULATED_HALF = ("accuracy not measured, and PyTorch's float16 on a CPU is an accuracy check in emulated half "
+                 "arithmetic, not a deployment to time")
 _SCHEMA_KEYS = ("miou", "pixel_acc", "per_class_iou", "miou_drop_pts", "agreement", "max_abs_logit_error",
                 "mean_abs_logit_error", "latency_ms", "runs", "latency_batch", "throughput_ips", "throughput_batch",
-                "speedup_vs_pytorch", "peak_rss_mb", "device", "seconds", "error", "pass")
+                "speedup_vs_pytorch", "speedup_vs_fp32", "int8_slower", "inference_precision", "peak_rss_mb", "device",
+                "seconds", "error", "pass")
 
 
 @dataclass
@@ -194,14 +200,16 @@ def _measure(shared: _Shared, spec: VariantSpec) -> tuple[dict[str, Any], RowPre
                            "target": spec.target, "artifact": spec.artifact, "budget_pts": spec.budget_pts,
                            "skipped": spec.skipped, "details": spec.details, **dict.fromkeys(_SCHEMA_KEYS)}
     inputs = shared.inputs
-    if spec.skipped or (inputs.val is None and inputs.lead is None):
+    if inputs.val is None and spec.backend == "torch" and spec.precision == "fp16":
+        row["skipped"] = EMULATED_HALF  # its one figure would be an emulation's latency
+    if row["skipped"] or (inputs.val is None and inputs.lead is None):
         return row, None  # skipped, or latency only and this is not rank 0: nothing to do here
     started, preds = time.perf_counter(), None
     with lat.PeakRss() as memory, contextlib.ExitStack() as stack:
         runner = _attempt(row, lambda: stack.enter_context(open_runner(
             shared.root / str(spec.artifact), backend=spec.backend, precision=spec.precision, threads=shared.threads)))
         if runner is not None:
-            row["device"] = runner.device
+            row["device"], row["inference_precision"] = runner.device, runner.inference_precision
             if inputs.val is not None:
                 preds = _attempt(row, lambda: predict_inputs(runner, inputs))
         if inputs.val is not None:
@@ -237,15 +245,36 @@ def _measure_all(shared: _Shared, manifest: BuildManifest, progress: bool) -> tu
     return rows[0], rows[1:], predictions
 
 
-def _finish_rows(reference: dict[str, Any], variants: list[dict[str, Any]]) -> None:
-    """Speedups against the reference's p50, and each variant's verdict."""
-    ref_p50 = (reference.get("latency_ms") or {}).get("p50")
+def _p50(row: dict[str, Any]) -> float | None:
+    return (row.get("latency_ms") or {}).get("p50")
+
+
+def _int8_pays(variants: list[dict[str, Any]]) -> None:
+    """Each timed INT8 row's speed-up over the FP32 row of its backend, and ``int8_slower`` when it
+    is not faster on the backend its target deploys to: INT8 that does not pay in speed only costs accuracy."""
+    fp32 = {row["backend"]: _p50(row) for row in reversed(variants) if row["precision"] == "fp32"}
     for row in variants:
-        p50 = (row.get("latency_ms") or {}).get("p50")
+        base, p50 = fp32.get(row["backend"]), _p50(row)
+        if row["precision"] != "int8" or not base or not p50:
+            continue
+        row["speedup_vs_fp32"] = base / p50
+        target = TARGETS.get(row.get("target") or "")
+        # A target's model on a backend it is not made for (tensorrt's Q/DQ on ONNX Runtime) is there
+        # for its accuracy; its speed is the engine's, so only the deploying backend is held to paying.
+        if target is None or row["backend"] == target.deploy_backend:
+            row["int8_slower"] = row["speedup_vs_fp32"] <= 1.0
+
+
+def _finish_rows(reference: dict[str, Any], variants: list[dict[str, Any]]) -> None:
+    """Speedups against the reference's p50 and INT8's against FP32, and each variant's verdict."""
+    ref_p50 = _p50(reference)
+    for row in variants:
+        p50 = _p50(row)
         row["speedup_vs_pytorch"] = ref_p50 / p50 if ref_p50 and p50 else None
         row["pass"] = judge(row)
+    _int8_pays(variants)
     for key in ("budget_pts", "skipped", "details", "miou_drop_pts", "agreement", "max_abs_logit_error",
-                "mean_abs_logit_error", "speedup_vs_pytorch", "pass", "error"):
+                "mean_abs_logit_error", "speedup_vs_pytorch", "speedup_vs_fp32", "int8_slower", "pass", "error"):
         reference.pop(key, None)
 
 
@@ -262,6 +291,12 @@ def _notes(manifest: BuildManifest, variants: list[dict[str, Any]], accuracy: bo
             notes.append(f"{row['name']}: torch float16 on the CPU, true half arithmetic")
         if row["backend"] == "onnxruntime" and row["precision"] == "fp16" and device.startswith("cpu"):
             notes.append(f"{row['name']}: ONNX Runtime's CPU provider computes FP16 graphs in FP32")
+        if row.get("int8_slower"):
+            notes.append(f"WARNING {row['name']}: INT8 is not faster than the {row['backend']} FP32 row "
+                         f"({row['speedup_vs_fp32']:.2f}x); it costs accuracy and buys no speed here")
+        if row.get("inference_precision"):
+            notes.append(f"{row['name']}: {row['backend']} computed in {row['inference_precision']} "
+                         "(its CPU plugin's choice; an FP32 row computed in bf16 is held to the FP16 budget)")
         if row.get("latency_batch", 1) not in (None, 1):
             notes.append(f"{row['name']}: fixed batch {row['latency_batch']}, so its batch-1 latency runs a full batch")
     return notes

@@ -19,10 +19,11 @@ from segexport.export.onnx_export import (
     check_export_options,
     set_ir_version,
 )
-from segexport.export.stage import export_model
-from segexport.export.verify_onnx import open_session, run_onnx, verify_onnx
+from segexport.export.verify_onnx import verify_onnx
+from segexport.hashing import file_sha256
 from segexport.models import build_model
-from segexport.weights import file_sha256
+from segexport.pipeline.export_stage import export_model
+from segexport.runners.onnxruntime_runner import open_session, run_onnx
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_static_batch_labels_only_without_simplifier(tiny_fcn8s_checkpoint, tmp_
 
 @pytest.mark.slow
 def test_failed_verification_writes_the_summary_then_raises(tiny_fcn8s_checkpoint, tmp_path, monkeypatch):
-    from segexport.export import stage
+    from segexport.pipeline import export_stage as stage
 
     real = stage.verify_onnx
     # A budget no graph can meet stands in for a graph that disagrees with PyTorch.

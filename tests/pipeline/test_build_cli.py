@@ -16,7 +16,7 @@ import pytest
 from accuracy_helpers import scenes_labelled_by
 from cli_helpers import assert_one_line_error
 
-from segexport.weights import file_sha256
+from segexport.hashing import file_sha256
 
 QUICK = ["--input-size", "64x64", "--epochs", "1", "--train-images", "32", "--val-images", "8", "--no-progress"]
 # Budgets of 100 points hold whatever this CPU trained: the build exits 0 on any machine.
@@ -90,7 +90,7 @@ def test_broken_budget_exits_1_and_writes_junit(cli, tiny_checkpoint, tmp_path):
     assert report["reference"]["miou"] > 0.99  # the masks are the reference's predictions
     int8 = [v for v in report["variants"] if v["precision"] == "int8" and not v.get("skipped")]
     drops = {v["name"]: v["miou_drop_pts"] for v in int8}
-    assert set(drops) == {"onnx-int8-tensorrt", "onnx-int8-cpu"}
+    assert set(drops) == {"onnx-int8-tensorrt", "onnx-int8-cpu", "openvino-int8"}
     assert max(drops.values()) > 0, f"INT8 from 1 calibration image agreed with FP32 on every pixel: {drops}"
     budget = max(drops.values()) / 2
     r = _int8_build(cli, tiny_checkpoint, data, out, budget, junit)

@@ -12,7 +12,7 @@ import sys
 import pytest
 from build_runs import COMPARED, ENV, QUICK, hashes, start_build, wait_for
 
-from segexport.weights import file_sha256
+from segexport.hashing import file_sha256
 
 
 @pytest.mark.slow

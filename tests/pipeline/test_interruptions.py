@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from build_runs import COMPARED, hashes, start_build, wait_for
 
+from segexport.hashing import file_sha256
 from segexport.locks import LOCK_NAME
-from segexport.weights import file_sha256
 
 # Where a build is interrupted: the stage record that must exist first (the next stage is then running).
 POINTS = {"during-export": ".stages/reference.json", "during-int8": ".stages/export.json"}

@@ -16,7 +16,6 @@ from segexport.data import Preprocess, load_arrays, normalize_batch, open_datase
 from segexport.errors import ConfigError
 from segexport.export.metadata import read_metadata
 from segexport.export.onnx_export import export_onnx
-from segexport.export.verify_onnx import open_session
 from segexport.postprocess import (
     ConvCRF,
     CrfParams,
@@ -27,6 +26,7 @@ from segexport.postprocess import (
 from segexport.postprocess.conv_crf import DEFAULT_ITERATIONS
 from segexport.postprocess.export import float32_error, onnx_crf_error
 from segexport.recipe import load_recipe
+from segexport.runners.onnxruntime_runner import open_session
 
 PARAMS = CrfParams(appearance_weight=5.0, appearance_xy=4.0, appearance_rgb=15.0,
                    smoothness_weight=3.0, smoothness_xy=1.0, iterations=5)

@@ -9,6 +9,7 @@ import torch
 from segexport.checkpoint import load_checkpoint
 from segexport.data import Preprocess, load_arrays, normalize_batch, open_dataset
 from segexport.errors import InputError
+from segexport.metrics import confusion_matrix, metrics_from_confusion
 from segexport.postprocess import (
     CrfParams,
     CrfTally,
@@ -18,7 +19,6 @@ from segexport.postprocess import (
     dense_crf,
 )
 from segexport.runners import open_runner
-from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
 
 PARAMS = CrfParams(appearance_weight=5.0, appearance_xy=10.0, appearance_rgb=20.0,
                    smoothness_weight=3.0, smoothness_xy=1.0, iterations=5)

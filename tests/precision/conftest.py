@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 @pytest.fixture(scope="session")
 def deeplab_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
     """deeplabv3p (tiny, briefly trained) exported to ONNX at 64x64, dynamic batch."""
-    from segexport.export.stage import export_model
+    from segexport.pipeline.export_stage import export_model
 
     return export_model(str(tiny_checkpoint), out=tmp_path_factory.mktemp("onnx") / "deeplabv3p", images=8).onnx_path
 
@@ -21,7 +21,7 @@ def deeplab_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fcn8s_onnx(tiny_fcn8s_checkpoint, tmp_path_factory) -> Path:
     """fcn8s (tiny, briefly trained) exported to ONNX at 64x64, dynamic batch."""
-    from segexport.export.stage import export_model
+    from segexport.pipeline.export_stage import export_model
 
     return export_model(str(tiny_fcn8s_checkpoint), out=tmp_path_factory.mktemp("onnx") / "fcn8s", images=8).onnx_path
 

@@ -182,7 +182,7 @@ def test_logits_tail_stays_fp32_in_the_cpu_model(fcn8s_onnx, tmp_path):
 def test_unpool_masks_compare_unquantized_tensors(tmp_path):
     """SegNet's rewritten MaxUnpool compares pooled values with the window's inputs: both the
     pools and the comparisons must see FP32 tensors, or every mask breaks (tensorrt target)."""
-    from segexport.export.stage import export_model
+    from segexport.pipeline.export_stage import export_model
 
     onnx_path = export_model("segnet", size="tiny", input_size=(64, 64), out=tmp_path / "fp32", images=2).onnx_path
     result = quantize_model(onnx_path, precision="int8", target="tensorrt", out=tmp_path, **{**FAST, "budget": 100.0})

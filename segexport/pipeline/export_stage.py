@@ -27,12 +27,12 @@ from segexport.export.onnx_export import (
     check_export_options,
     export_onnx,
 )
-from segexport.export.source import ExportSource, resolve_source
 from segexport.export.verify_onnx import AGREEMENT_BUDGET, verify_onnx
 from segexport.export.verify_onnx import BATCH as VERIFY_BATCH
 from segexport.fsutil import write_json
 from segexport.models import check_input_size
 from segexport.ownership import claim_outputs, path_source
+from segexport.pipeline.sources import ExportSource, resolve_source
 from segexport.postprocess import attach_conv_crf, check_crf_mode, crf_params
 from segexport.postprocess.conv_crf import DEFAULT_ITERATIONS as DEFAULT_CRF_ITERATIONS
 from segexport.postprocess.export import onnx_crf_error

@@ -73,7 +73,7 @@ def _from_checkpoint_dir(root: Path, size: str | None, checkpoint: Path | None) 
             f"{' and '.join(given)} apply to an architecture name, not to the checkpoint folder "
             f"{root}; drop {' and '.join(given)}"
         )
-    from segexport.weights import file_sha256
+    from segexport.hashing import file_sha256
 
     model, config = load_checkpoint(root)
     return ExportSource(
@@ -87,7 +87,8 @@ def _from_arch(arch: str, size: str | None, checkpoint: Path | None, seed: int) 
     preprocess = Preprocess(size=tuple(recipe.input_size))
     out = Path("builds") / arch / "export"
     if checkpoint is not None:
-        from segexport.weights import file_sha256, model_from_weights_file
+        from segexport.hashing import file_sha256
+        from segexport.weights import model_from_weights_file
 
         model = model_from_weights_file(arch, checkpoint, size=size or "paper")
         return ExportSource(

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from segexport.verify.metrics import confusion_matrix, metrics_from_confusion
+from segexport.metrics import confusion_matrix, metrics_from_confusion
 
 
 def test_confusion_counts_hand_case():
