@@ -30,6 +30,17 @@ class StageStatus:
     detail: str = ""
 
 
+def _last_times(path: Path) -> dict[str, float]:
+    """Seconds each stage took when it last ran in this folder (``last_run.json``); {} without one."""
+    import json
+
+    try:
+        stages = json.loads(path.read_text()).get("stages", [])
+        return {s["stage"]: float(s["seconds"]) for s in stages if s.get("status") == "ran"}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return {}
+
+
 def _quiet(_: str) -> None:
     """The default progress sink: library callers see nothing unless they pass ``log``."""
 
@@ -41,6 +52,12 @@ class Stages:
         self.store = store
         self.log = log or _quiet
         self.statuses: list[StageStatus] = []
+        self.estimates = _last_times(store.folder / LAST_RUN)
+
+    def _estimate(self, name: str) -> str:
+        """`` (about N s, as last time)`` when this build folder ran the stage before, else nothing."""
+        seconds = self.estimates.get(name)
+        return f" (about {seconds:.0f} s, as last time)" if seconds and seconds >= 5 else ""
 
     def run(self, name: str, inputs: Mapping[str, Any], work: Work, *, describe: str,
             accept: Callable[[StageRecord], bool] | None = None) -> StageRecord:
@@ -54,7 +71,8 @@ class Stages:
             self.statuses.append(StageStatus(name, "cached", 0.0))
             return record
         changed = self.store.changed_inputs(name, inputs)
-        self.log(f"{name}: {describe}" + (f" (changed: {', '.join(changed)})" if changed else ""))
+        self.log(f"{name}: {describe}" + (f" (changed: {', '.join(changed)})" if changed else "")
+                 + self._estimate(name))
         self.store.forget(name)
         started = time.perf_counter()
         outputs, info = work()
@@ -71,7 +89,7 @@ class Stages:
 
     def timed(self, name: str, describe: str, work: Callable[[], Any]) -> Any:
         """Run an uncached stage (verification), logging and timing it; return its result."""
-        self.log(f"{name}: {describe}")
+        self.log(f"{name}: {describe}{self._estimate(name)}")
         started = time.perf_counter()
         result = work()
         seconds = time.perf_counter() - started

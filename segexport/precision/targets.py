@@ -100,8 +100,15 @@ register_target(Int8Target(
     budget_key="budget_int8_cpu", backends=("onnxruntime",), fused_kernels=True,
     help="unsigned activations, fused QLinear kernels on ONNX Runtime",
 ))
+# Q/DQ on the inputs of weighted layers only: OpenVINO's low-precision transformations carry
+# the dequantization through pools, concats and residual adds themselves (its runtime graph ran
+# all 68 convolutions of the paper DeepLabv3+ in u8 either way), while Q/DQ around every small
+# op made the tiny model 1.7x slower than this graph, and Q/DQ on outputs leaves FakeQuantize
+# nodes unfused. It also keeps the MaxUnpool rewrite's compared tensors FP32, which NNCF's
+# default breaks (a FakeQuantize per Equal input: 57 mIoU points lost on SegNet). BENCHMARKS.md.
 register_target(Int8Target(
-    "openvino", "model.int8.openvino.onnx", False, None, {"WeightSymmetric": True},
+    "openvino", "model.int8.openvino.onnx", False, WEIGHTED_OPS,
+    {"WeightSymmetric": True, "QuantizeBias": False, "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)},
     budget_key="budget_int8_cpu", backends=("openvino",),
-    help="Q/DQ graph for OpenVINO's CPU plugin (its low-precision transformations)",
+    help="unsigned Q/DQ on the inputs of weighted layers, for OpenVINO's CPU plugin",
 ))
