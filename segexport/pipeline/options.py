@@ -236,11 +236,12 @@ def _check_source(checkpoint: Path | None, random_init: bool, size: str | None, 
                           f"checkpoint folder {checkpoint}; drop {' and '.join(given)}")
 
 
-def _check_memory(recipe: Recipe, val_images: int) -> None:
-    """A size, batch or val count the machine cannot hold fails before training (see :mod:`segexport.limits`)."""
+def _check_memory(recipe: Recipe, val_images: int, trains: bool) -> None:
+    """A size, batch or val count the machine cannot hold fails before training (see :mod:`segexport.limits`).
+    The recipe's batch size counts only when the build trains (not from a checkpoint or --random-init)."""
     from segexport.verify.latency import THROUGHPUT_BATCH
 
-    batch = max(recipe.batch_size, THROUGHPUT_BATCH)
+    batch = max(recipe.batch_size, THROUGHPUT_BATCH) if trains else THROUGHPUT_BATCH
     limits.check_inference_memory(recipe.input_size, batch, "a smaller --input-size (or recipe batch_size)")
     limits.check_decoded_images(val_images, recipe.input_size, "--val-images", rows=MAX_ROWS)
 
@@ -297,7 +298,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     if o.max_fallback is not None and o.max_fallback < 0:
         raise ConfigError(f"--max-fallback must be >= 0 (0 turns the sensitivity pass off), got {o.max_fallback}")
     val_images = _count_val(recipe)
-    _check_memory(recipe, val_images)
+    _check_memory(recipe, val_images, trains=ckpt is None and not o.random_init)
     _check_calib(o.calib, recipe)
     build_dir = Path(o.out) if o.out is not None else DEFAULT_OUT / o.arch
     check_writable(build_dir)

@@ -2,7 +2,7 @@
 
 Latency is batch-1 wall time per ``Runner.timed_run`` (CUDA events for TensorRT) after a few
 warm-up runs, summarised as p50/p90/p99. Throughput is images per second at a larger batch
-(the artifact's fixed batch, else ``THROUGHPUT_BATCH``) from the median batched run. Without
+(the artifact's fixed batch, else ``THROUGHPUT_BATCH``, fewer for large images) from the median batched run. Without
 an explicit run count, timing stops early once a row has used ``TIME_LIMIT_S``, so paper-size
 models on a CPU stay affordable; the runs actually made are reported.
 
@@ -35,14 +35,17 @@ if TYPE_CHECKING:
 DEFAULT_RUNS = 30
 WARMUP_RUNS = 3
 THROUGHPUT_BATCH = 8
-TIME_LIMIT_S = 10.0  # per row, only when the run count is not given explicitly
+THROUGHPUT_PIXELS = 1 << 20  # the default batch holds at most this many pixels (4 images at 512x512), at least 2 images
+TIME_LIMIT_S = 10.0  # per row's batch-1 runs, only when the run count is not given explicitly
+BATCHED_TIME_LIMIT_S = 5.0  # and for its batched runs (at least one after a warm-up)
 MIN_RUNS = 5
 RSS_INTERVAL_S = 0.005
 _STATM = "/proc/self/statm"
 MEMORY_METHOD = ("peak RSS while the variant is loaded and run minus RSS before loading, sampled every "
                  f"{RSS_INTERVAL_S * 1000:g} ms from {_STATM}; host memory only")
 LATENCY_METHOD = (f"batch-1 wall time per run after {WARMUP_RUNS} warm-up runs (CUDA events on TensorRT); "
-                  f"throughput from the median run at batch {THROUGHPUT_BATCH} (or the artifact's fixed batch)")
+                  f"throughput from the median run at batch {THROUGHPUT_BATCH} (fewer for images over "
+                  f"{THROUGHPUT_PIXELS // THROUGHPUT_BATCH} pixels, at least 2; or the artifact's fixed batch)")
 VERSION_PACKAGES = version_packages()
 
 
@@ -53,15 +56,22 @@ def check_count(value: int | None, what: str) -> int | None:
     return value
 
 
-def _time_runs(runner: Runner, images: np.ndarray, runs: int | None, *, default: int, minimum: int) -> list[float]:
-    """Seconds of each timed run: exactly ``runs``, or up to ``default`` (at least ``minimum``) within ``TIME_LIMIT_S``."""
+def _time_runs(runner: Runner, images: np.ndarray, runs: int | None, *, default: int, minimum: int,
+               limit: float = TIME_LIMIT_S) -> list[float]:
+    """Seconds of each timed run: exactly ``runs``, or up to ``default`` (at least ``minimum``) within ``limit`` s."""
     times: list[float] = []
     started = time.perf_counter()
     while len(times) < (runs or default):
         times.append(runner.timed_run(images))
-        if runs is None and len(times) >= minimum and time.perf_counter() - started > TIME_LIMIT_S:
+        if runs is None and len(times) >= minimum and time.perf_counter() - started > limit:
             break
     return times
+
+
+def throughput_batch(size: tuple[int, ...]) -> int:
+    """The default throughput batch for images of ``size`` (H, W): ``THROUGHPUT_BATCH``, fewer for
+    large images so a paper-size row's batched runs cost seconds, not minutes (2 at least)."""
+    return max(2, min(THROUGHPUT_BATCH, THROUGHPUT_PIXELS // max(1, int(size[0]) * int(size[1]))))
 
 
 def batch_of(images: np.ndarray, batch: int) -> np.ndarray:
@@ -79,8 +89,10 @@ def measure_latency(runner: Runner, images: np.ndarray, *, runs: int | None = No
         images: normalised float32 ``[N, 3, H, W]``; the first is the batch-1 input, the first
             few (repeated if needed) the batched input.
         runs: timed batch-1 runs (default: up to ``DEFAULT_RUNS`` within ``TIME_LIMIT_S``);
-            the batched figure uses a fifth as many (at least 3).
-        batch: the throughput batch (default ``THROUGHPUT_BATCH``; a fixed-batch artifact's own wins).
+            the batched figure uses a fifth as many (at least 3), or by default as many as fit
+            ``BATCHED_TIME_LIMIT_S`` (at least one).
+        batch: the throughput batch (default :func:`throughput_batch` of the image size; a
+            fixed-batch artifact's own wins).
 
     Returns:
         ``latency_ms`` {p50, p90, p99, mean}, ``runs``, ``latency_batch`` (what a batch-1 run
@@ -90,11 +102,11 @@ def measure_latency(runner: Runner, images: np.ndarray, *, runs: int | None = No
     for _ in range(WARMUP_RUNS):
         runner.run(single)
     times = np.asarray(_time_runs(runner, single, runs, default=DEFAULT_RUNS, minimum=MIN_RUNS)) * 1000.0
-    batch = runner.fixed_batch or batch or THROUGHPUT_BATCH
+    batch = runner.fixed_batch or batch or throughput_batch(images.shape[2:])
     batched = batch_of(images, batch)
     runner.run(batched)  # warm-up: a new shape may trigger allocations or kernel selection
     batch_times = _time_runs(runner, batched, None if runs is None else max(3, runs // 5),
-                             default=max(3, DEFAULT_RUNS // 5), minimum=3)
+                             default=max(3, DEFAULT_RUNS // 5), minimum=1, limit=BATCHED_TIME_LIMIT_S)
     p50, p90, p99 = (float(v) for v in np.percentile(times, [50, 90, 99]))
     return {
         "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": float(times.mean())},
