@@ -39,7 +39,6 @@ gpu-smoke: $(STAMP)
 	$(BIN)/python scripts/gpu_smoke.py
 
 benchmarks: $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
 	$(BIN)/python benchmarks/train_tiny.py
 
 clean:

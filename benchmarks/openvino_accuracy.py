@@ -11,6 +11,9 @@ no timing, so the figures do not depend on the machine's load.
 
     python benchmarks/openvino_accuracy.py                          # the ten seed architectures
     python benchmarks/openvino_accuracy.py segnet unet --json builds/ov/accuracy.json
+
+NNCF is the peer baseline only, not a segexport dependency: ``.venv/bin/pip install -c
+constraints.txt -e '.[bench]'`` installs it (with scipy and scikit-learn).
 """
 
 from __future__ import annotations

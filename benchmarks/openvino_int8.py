@@ -19,6 +19,9 @@ engine once untimed, then a few timed runs, so load from other processes hits th
     python benchmarks/openvino_int8.py --size tiny --input-size 128x128  # a quick check
     python benchmarks/openvino_int8.py --out builds/ov/paper --json builds/ov/paper/speed.json
     python benchmarks/openvino_int8.py --out builds/ov/paper --reuse     # time the models already there
+
+NNCF is the peer baseline only, not a segexport dependency: ``.venv/bin/pip install -c
+constraints.txt -e '.[bench]'`` installs it (with scipy and scikit-learn).
 """
 
 from __future__ import annotations
