@@ -15,7 +15,7 @@ from segexport.precision.targets import TARGETS, get_target
 from segexport.recipe import Recipe
 from segexport.runners import BACKENDS, artifact_backend, open_runner
 from segexport.runners.registry import backends_for, version_packages
-from segexport.verify.report import _int8_pays
+from segexport.verify.parity import int8_pays
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
@@ -81,7 +81,7 @@ def test_int8_must_pay_on_the_backend_its_target_is_made_for():
             _row("onnx-int8-cpu", "onnxruntime", "int8", "cpu", 0.5),
             _row("openvino-int8", "openvino", "int8", "openvino", 2.5),
             _row("trt-int8", "tensorrt", "int8", "tensorrt", 0.1)]
-    _int8_pays(rows)
+    int8_pays(rows)
     by = {r["name"]: r for r in rows}
     assert by["onnx-int8-cpu"]["speedup_vs_fp32"] == 2.0 and by["onnx-int8-cpu"]["int8_slower"] is False
     assert by["openvino-int8"]["speedup_vs_fp32"] == 0.8 and by["openvino-int8"]["int8_slower"] is True

@@ -17,6 +17,7 @@ import numpy as np
 from segexport.distributed import all_reduce_confusion
 from segexport.metrics import confusion_matrix, metrics_from_confusion
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, ValData
+from segexport.precision.targets import TARGETS
 from segexport.runners import Runner
 
 LOGIT_IMAGES = 16  # logits are kept for this many images: the logit error is measured on them
@@ -184,3 +185,23 @@ def most_disagreeing(reference: Prediction, others: list[Prediction], count: int
         pixels += (pred.labels != reference.labels).reshape(total, -1).sum(1)
     order = sorted(range(total), key=lambda i: (-int(pixels[i]), i))
     return order[:count]
+
+
+def p50_of(row: dict[str, Any]) -> float | None:
+    return (row.get("latency_ms") or {}).get("p50")
+
+
+def int8_pays(variants: list[dict[str, Any]]) -> None:
+    """Each timed INT8 row's speed-up over the FP32 row of its backend, and ``int8_slower`` when it
+    is not faster on the backend its target deploys to: INT8 that does not pay in speed only costs accuracy."""
+    fp32 = {row["backend"]: p50_of(row) for row in reversed(variants) if row["precision"] == "fp32"}
+    for row in variants:
+        base, p50 = fp32.get(row["backend"]), p50_of(row)
+        if row["precision"] != "int8" or not base or not p50:
+            continue
+        row["speedup_vs_fp32"] = base / p50
+        target = TARGETS.get(row.get("target") or "")
+        # A target's model on a backend it is not made for (tensorrt's Q/DQ on ONNX Runtime) is there
+        # for its accuracy; its speed is the engine's, so only the deploying backend is held to paying.
+        if target is None or row["backend"] == target.deploy_backend:
+            row["int8_slower"] = row["speedup_vs_fp32"] <= 1.0

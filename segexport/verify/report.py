@@ -44,7 +44,6 @@ from segexport.errors import (
 from segexport.fsutil import atomic_path, check_output_file, write_json
 from segexport.ownership import claim_outputs, is_known
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, load_val, logit_error
-from segexport.precision.targets import TARGETS
 from segexport.progress import progress_bar
 from segexport.runners import open_runner
 from segexport.runners.torch_runner import TorchRunner
@@ -57,8 +56,10 @@ from segexport.verify.parity import (
     Inputs,
     RowPredictions,
     accuracy_figures,
+    int8_pays,
     judge,
     most_disagreeing,
+    p50_of,
     predict_inputs,
     summed_counts,
 )
@@ -245,34 +246,14 @@ def _measure_all(shared: _Shared, manifest: BuildManifest, progress: bool) -> tu
     return rows[0], rows[1:], predictions
 
 
-def _p50(row: dict[str, Any]) -> float | None:
-    return (row.get("latency_ms") or {}).get("p50")
-
-
-def _int8_pays(variants: list[dict[str, Any]]) -> None:
-    """Each timed INT8 row's speed-up over the FP32 row of its backend, and ``int8_slower`` when it
-    is not faster on the backend its target deploys to: INT8 that does not pay in speed only costs accuracy."""
-    fp32 = {row["backend"]: _p50(row) for row in reversed(variants) if row["precision"] == "fp32"}
-    for row in variants:
-        base, p50 = fp32.get(row["backend"]), _p50(row)
-        if row["precision"] != "int8" or not base or not p50:
-            continue
-        row["speedup_vs_fp32"] = base / p50
-        target = TARGETS.get(row.get("target") or "")
-        # A target's model on a backend it is not made for (tensorrt's Q/DQ on ONNX Runtime) is there
-        # for its accuracy; its speed is the engine's, so only the deploying backend is held to paying.
-        if target is None or row["backend"] == target.deploy_backend:
-            row["int8_slower"] = row["speedup_vs_fp32"] <= 1.0
-
-
 def _finish_rows(reference: dict[str, Any], variants: list[dict[str, Any]]) -> None:
     """Speedups against the reference's p50 and INT8's against FP32, and each variant's verdict."""
-    ref_p50 = _p50(reference)
+    ref_p50 = p50_of(reference)
     for row in variants:
-        p50 = _p50(row)
+        p50 = p50_of(row)
         row["speedup_vs_pytorch"] = ref_p50 / p50 if ref_p50 and p50 else None
         row["pass"] = judge(row)
-    _int8_pays(variants)
+    int8_pays(variants)
     for key in ("budget_pts", "skipped", "details", "miou_drop_pts", "agreement", "max_abs_logit_error",
                 "mean_abs_logit_error", "speedup_vs_pytorch", "speedup_vs_fp32", "int8_slower", "pass", "error"):
         reference.pop(key, None)
