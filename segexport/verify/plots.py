@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from segexport.fsutil import atomic_path
+from segexport.ownership import is_known
+from segexport.precision.evaluate import Prediction
+from segexport.verify.parity import Inputs, most_disagreeing
+
+PARITY_PNG, LATENCY_PNG = "parity.png", "latency.png"
+PARITY_IMAGES = 3  # images in the parity picture: those where the variants disagree most
 
 PANEL = 128  # pixels of the longer side of each picture panel
 GAP = 6
@@ -143,3 +150,27 @@ def save_latency_chart(path: str | Path, bars: Sequence[LatencyBar], title: str)
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")
     return Path(path)
+
+
+def write_pictures(root: Path, report: dict[str, Any], inputs: Inputs, predictions: dict[str, Prediction],
+                   classes: tuple[str, ...], reference_name: str) -> dict[str, str | None]:
+    """``parity.png`` (with accuracy; a stale one is removed without) and ``latency.png`` of a
+    verify report; their names, by ``parity_png`` and ``latency_png`` (None: not drawn)."""
+    files: dict[str, str | None] = {"parity_png": None, "latency_png": None}
+    reference = predictions.get(reference_name)
+    shown = [row["name"] for row in report["variants"] if row["name"] in predictions]
+    if inputs.val is not None and reference is not None and shown:
+        picked = most_disagreeing(reference, [predictions[n] for n in shown], PARITY_IMAGES)
+        rows = [ParityRow(name, predictions[name].labels[picked]) for name in shown]
+        save_parity_image(root / PARITY_PNG, inputs.val.images[picked], reference.labels[picked], rows, classes)
+        files["parity_png"] = PARITY_PNG
+    elif is_known(root / PARITY_PNG):  # an earlier run's picture, stale now (never a file segexport did not write)
+        (root / PARITY_PNG).unlink()
+    timed = [row for row in [report["reference"], *report["variants"]] if row.get("latency_ms")]
+    bars = [LatencyBar(row["name"], row["latency_ms"]["p50"], row["latency_ms"]["p90"], row is report["reference"])
+            for row in timed]
+    if bars:
+        title = f"{report['arch']}: batch-1 latency in ms (bar p50, whisker p90), {report['device']}"
+        save_latency_chart(root / LATENCY_PNG, bars, title)
+        files["latency_png"] = LATENCY_PNG
+    return files

@@ -42,7 +42,7 @@ from segexport.errors import (
     MissingDependencyError,
 )
 from segexport.fsutil import atomic_path, check_output_file, write_json
-from segexport.ownership import claim_outputs, is_known
+from segexport.ownership import claim_outputs
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, load_val, logit_error
 from segexport.progress import progress_bar
 from segexport.runners import open_runner
@@ -58,23 +58,16 @@ from segexport.verify.parity import (
     accuracy_figures,
     int8_pays,
     judge,
-    most_disagreeing,
     p50_of,
     predict_inputs,
     summed_counts,
 )
-from segexport.verify.plots import (
-    LatencyBar,
-    ParityRow,
-    save_latency_chart,
-    save_parity_image,
-)
+from segexport.verify.plots import LATENCY_PNG, PARITY_PNG, write_pictures
 from segexport.verify.render import JUNIT_SOURCE, render_markdown, write_junit
 
 T = TypeVar("T")
-REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG = "report.json", "report.md", "parity.png", "latency.png"
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
 REPORT_FILES = (REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG)
-PARITY_IMAGES = 3
 REFERENCE_NAME = "pytorch"
 # PyTorch in float16 is an accuracy check (true half arithmetic); CPUs without native half
 # kernels emulate it, minutes per image at paper size, so it is not timed on its own.
@@ -283,29 +276,6 @@ def _notes(manifest: BuildManifest, variants: list[dict[str, Any]], accuracy: bo
     return notes
 
 
-def write_pictures(root: Path, report: dict[str, Any], inputs: Inputs, predictions: dict[str, Prediction],
-                   classes: tuple[str, ...]) -> dict[str, str | None]:
-    """``parity.png`` (with accuracy; a stale one is removed without) and ``latency.png``; their names."""
-    files: dict[str, str | None] = {"report_md": REPORT_MD, "parity_png": None, "latency_png": None}
-    reference = predictions.get(REFERENCE_NAME)
-    shown = [row["name"] for row in report["variants"] if row["name"] in predictions]
-    if inputs.val is not None and reference is not None and shown:
-        picked = most_disagreeing(reference, [predictions[n] for n in shown], PARITY_IMAGES)
-        rows = [ParityRow(name, predictions[name].labels[picked]) for name in shown]
-        save_parity_image(root / PARITY_PNG, inputs.val.images[picked], reference.labels[picked], rows, classes)
-        files["parity_png"] = PARITY_PNG
-    elif is_known(root / PARITY_PNG):  # an earlier run's picture, stale now (never a file segexport did not write)
-        (root / PARITY_PNG).unlink()
-    timed = [row for row in [report["reference"], *report["variants"]] if row.get("latency_ms")]
-    bars = [LatencyBar(row["name"], row["latency_ms"]["p50"], row["latency_ms"]["p90"], row is report["reference"])
-            for row in timed]
-    if bars:
-        title = f"{report['arch']}: batch-1 latency in ms (bar p50, whisker p90), {report['device']}"
-        save_latency_chart(root / LATENCY_PNG, bars, title)
-        files["latency_png"] = LATENCY_PNG
-    return files
-
-
 def verify_build(build_dir: str | Path, *, data: str | None = None, images: int | None = None,
                  skip_accuracy: bool = False, junit: str | Path | None = None, progress: bool = True,
                  latency_runs: int | None = None, force: bool = False) -> dict[str, Any]:
@@ -378,7 +348,8 @@ def _distributed_note(report: dict[str, Any], block: int) -> str:
 def _write_report(root: Path, report: dict[str, Any], inputs: Inputs, predictions: dict[str, Prediction],
                   classes: tuple[str, ...], junit: str | Path | None) -> dict[str, str | None]:
     """Write the pictures, ``report.json`` (with ``files``), ``report.md`` and the JUnit XML; ``files``."""
-    report["files"] = write_pictures(root, report, inputs, predictions, classes)
+    report["files"] = {"report_md": REPORT_MD, **write_pictures(root, report, inputs, predictions, classes,
+                                                                 REFERENCE_NAME)}
     write_json(root / REPORT_JSON, report)
     with atomic_path(root / REPORT_MD) as tmp:
         tmp.write_text(render_markdown(report) + "\n")
