@@ -134,7 +134,8 @@ def _summarise(keys: list[str], limit: int = 3) -> str:
     return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
 
 
-def fit_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+def fit_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str,
+                   hint: str = "check --arch, --size and --backbone") -> None:
     """Load ``state`` strictly into ``model``, or raise one line summarising the mismatch.
 
     Raises:
@@ -157,7 +158,7 @@ def fit_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], what:
         if shapes:
             parts.append(f"shape mismatches {_summarise(shapes, 2)}")
         raise CheckpointError(
-            f"checkpoint does not fit {what}: {'; '.join(parts)}; check --arch, --size and --backbone"
+            f"checkpoint does not fit {what}: {'; '.join(parts)}; {hint}"
         )
     model.load_state_dict(state, strict=True)
 

@@ -53,6 +53,10 @@ class Recipe:
     bf16: bool | None = None
     # Loss weights per class: "median_frequency" (SegNet's median frequency balancing) or None.
     class_balance: str | None = None
+    # A user's network (arch = "MODULE:CALLABLE"): the callable's keyword arguments (a recipe's
+    # [model] table) and the multiple its input height and width must have.
+    model_kwargs: dict[str, Any] | None = None
+    input_divisor: int | None = None
     sync_bn: bool = False  # SyncBatchNorm across processes in a torchrun job (CUDA/nccl only)
     # Precision budgets: the largest mIoU drop (points, vs FP32) a variant may have.
     budget_int8: float = 1.0  # INT8 for TensorRT
@@ -76,6 +80,8 @@ class Recipe:
             "backbone": self.backbone,
             "output_stride": self.output_stride,
             "upsampling": self.upsampling,
+            "model_kwargs": self.model_kwargs,
+            "input_divisor": self.input_divisor,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +92,10 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
     text = str(kind)
     if value is None:
         return None
+    if text.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ConfigError(f"recipe key {name} must be a table of keyword arguments, not {value!r}")
+        return dict(value)
     if "tuple" in text:
         if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
             raise ConfigError(f"recipe key {name} must be two positive integers [height, width], not {value!r}")
@@ -184,7 +194,24 @@ def load_recipe(arch: str, path: str | Path | None = None) -> Recipe:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{p}: not valid TOML ({exc})") from exc
     data.setdefault("arch", arch)
-    return recipe_from_dict(data, str(p))
+    return recipe_from_dict(_model_table(data, str(p)), str(p))
+
+
+def _model_table(data: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A recipe's ``[model]`` table: ``module = "MODULE:CALLABLE"`` names a user's network (the
+    recipe's arch), every other key is one of its keyword arguments (``model_kwargs``)."""
+    table = data.pop("model", None)
+    if table is None:
+        return data
+    if not isinstance(table, dict):
+        raise ConfigError(f"{origin}: [model] must be a table (module = \"MODULE:CALLABLE\" and its arguments)")
+    table = dict(table)
+    module = table.pop("module", None)
+    if module is not None:
+        data["arch"] = module
+    if table:
+        data["model_kwargs"] = {**(data.get("model_kwargs") or {}), **table}
+    return data
 
 
 def resolve_recipe(recipe: Recipe, **overrides: Any) -> Recipe:

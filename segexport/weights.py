@@ -17,6 +17,7 @@ from torch import nn
 
 from segexport.checkpoint import fit_state_dict, read_state_dict
 from segexport.models import SegmentationModel, build_model, get_entry
+from segexport.models.foreign import ForeignModel, unwrap_state_dict
 from segexport.nn.vgg import vgg_fc_to_conv
 
 # Keys of ImageNet classifiers that a backbone does not have (ResNet's fc, VGG's and
@@ -24,6 +25,7 @@ from segexport.nn.vgg import vgg_fc_to_conv
 CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 AUX_PREFIX = "aux_classifier."
 _NUM_BATCHES = "num_batches_tracked"
+_FOREIGN_HINT = "check --model, --model-kwargs and that the file holds this network's state_dict()"
 
 
 def _with_batch_counters(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -130,3 +132,24 @@ def load_backbone_weights(model: SegmentationModel, path: str | Path) -> list[st
         for key, tensor in fc.items():  # shapes checked by _fc_conv_targets
             model.get_parameter(key).copy_(tensor)
     return loaded + list(fc)
+
+
+def load_foreign_weights(model: ForeignModel, path: str | Path) -> None:
+    """Load a user's state-dict file into the network ``model`` wraps (strictly, in place).
+
+    The file may be the network's own ``state_dict()`` (``.pth``/``.pt``/``.safetensors``,
+    ``module.`` prefixes of DataParallel/DistributedDataParallel removed) or a segexport
+    ``checkpoint.safetensors`` of the same network (keys under ``net.``).
+
+    Raises:
+        InputError: the file is missing.
+        CheckpointError: a corrupt file, or keys or shapes that do not fit (named).
+    """
+    state = unwrap_state_dict(read_state_dict(path))
+    what = f"{model.spec or 'the model'} (file {Path(path).name})"
+    if state and all(k.startswith("net.") for k in state) \
+            and not all(k.startswith("net.") for k in model.net.state_dict()):
+        fit_state_dict(model, state, what, _FOREIGN_HINT)
+    else:
+        fit_state_dict(model.net, _with_batch_counters(model.net.state_dict(), state), what, _FOREIGN_HINT)
+    model.eval()

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from segexport.cli.export_cmd import parse_input_size
-from segexport.cli.options import FORCE_HELP
+from segexport.cli.options import FORCE_HELP, MODEL_HELP, MODEL_KWARGS_HELP, pick_model
 from segexport.precision.targets import TARGETS
 
 
@@ -59,7 +59,9 @@ def _print_result(report: dict[str, Any]) -> None:
 
 
 def build_command(
-    arch: str = typer.Argument(..., help="Architecture name (see `segexport list`)."),
+    arch: str | None = typer.Argument(None, help="Architecture name (see `segexport list`); or --model."),
+    model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
+    model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
     checkpoint: Path | None = typer.Option(
         None, help="Checkpoint folder (segexport train) or state-dict file (torchvision, segexport); default: train."),
     size: str | None = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
@@ -113,18 +115,22 @@ def build_command(
         segexport build deeplabv3p --checkpoint builds/deeplabv3p/reference --int8 --skip-accuracy --out /tmp/latency
 
         segexport build deeplabv3p --int8 --target openvino --triton-repo /models
+
+        segexport build --model mynets:make_unet --model-kwargs '{"width": 16}' --fp16 --int8
     """
     from segexport.cli import set_interrupt_hint
     from segexport.errors import CheckFailed
+    from segexport.models.foreign import folder_name
     from segexport.pipeline import BuildOptions, build
 
-    set_interrupt_hint(f"finished stages are kept in {out or Path('builds') / arch}; "
+    arch, kwargs = pick_model(arch, model, model_kwargs)
+    set_interrupt_hint(f"finished stages are kept in {out or Path('builds') / folder_name(arch)}; "
                        "run the same command again to resume from there")
 
     overrides = {k: v for k, v in (("epochs", epochs), ("train_images", train_images), ("val_images", val_images),
                                    ("seed", seed)) if v is not None}
     options = BuildOptions(
-        arch, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
+        arch, model_kwargs=kwargs, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
         fp16=fp16, int8=int8, target=target, data=data, calib=calib, calib_images=calib_images, method=method,
         budget_fp16=parse_budget(budget_fp16, "--budget-fp16"), budget_int8=parse_budget(budget_int8, "--budget-int8"),
         max_fallback=max_fallback, out=out, random_init=random_init, skip_accuracy=skip_accuracy, junit=junit,

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from segexport.cli.options import FORCE_HELP
+from segexport.cli.options import FORCE_HELP, MODEL_HELP, MODEL_KWARGS_HELP, pick_model
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _OUTPUTS = ("logits", "labels", "both")
@@ -77,7 +77,10 @@ def _print_summary(result: Any) -> None:
 
 
 def export_command(
-    source: str = typer.Argument(..., metavar="ARCH|CHECKPOINT_DIR", help="Architecture name or checkpoint folder."),
+    source: str | None = typer.Argument(None, metavar="ARCH|CHECKPOINT_DIR",
+                                        help="Architecture name or checkpoint folder; or --model."),
+    model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
+    model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
     out: Path | None = typer.Option(
         None, help="Output folder (default: builds/ARCH/export; for a checkpoint folder, 'export' beside it)."
     ),
@@ -113,11 +116,14 @@ def export_command(
         segexport export deeplabv3_resnet50 --checkpoint deeplabv3_resnet50_coco.pth --input-size 512x512
 
         segexport export builds/deeplabv1/reference --crf conv
+
+        segexport export --model mynets:make_unet --checkpoint unet.pth --input-size 256x256
     """
     from segexport.pipeline.export_stage import export_model
 
+    source, kwargs = pick_model(source, model, model_kwargs)
     result = export_model(
-        source, out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
+        source, model_kwargs=kwargs, out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
         opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, keep_deconv=keep_deconv,
         simplify=simplify, output=output, images=images, seed=seed, crf=crf,
         crf_iterations=crf_iterations, force=force,

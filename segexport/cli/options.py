@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 FORCE_HELP = ("Write even where the output holds files segexport did not write, or another model's "
               "artifacts (segexport's own files are replaced atomically; nothing else is deleted).")
 
@@ -15,3 +19,48 @@ def _backend_help() -> str:
 
 
 BACKEND_HELP = _backend_help()
+
+
+MODEL_HELP = ("A network of your own instead of ARCH: MODULE:CALLABLE, imported from the current folder "
+              "or PYTHONPATH; the callable returns the nn.Module.")
+MODEL_KWARGS_HELP = "Keyword arguments for --model's callable, a JSON object, e.g. '{\"width\": 16}'."
+
+
+def pick_model(arch: str | None, model: str | None, model_kwargs: str | None,
+               recipe: str | Path | None = None) -> tuple[str, dict[str, Any] | None]:
+    """The network a command works on, ``(ARCH or MODULE:CALLABLE, keyword arguments or None)``,
+    from its ARCH argument, ``--model``, ``--model-kwargs`` and (when neither names one) the
+    ``--recipe`` file's ``arch`` or ``[model]`` table.
+
+    Raises:
+        ConfigError: both or neither named, a ``--model`` not of the form MODULE:CALLABLE, or
+            ``--model-kwargs`` that is not a JSON object or goes with a registered architecture.
+    """
+    from segexport.errors import ConfigError
+    from segexport.models.foreign import is_module_spec
+
+    if arch is not None and model is not None:
+        raise ConfigError(f"give ARCH or --model, not both (got {arch!r} and --model {model!r})")
+    if model is not None and not is_module_spec(model):
+        raise ConfigError(f"--model must be MODULE:CALLABLE, e.g. mynets:make_unet, got {model!r}; "
+                          "a registered architecture goes without --model")
+    name = model or arch
+    if name is None and recipe is not None:
+        from segexport.recipe import load_recipe
+
+        name = load_recipe("", recipe).arch or None
+    if name is None:
+        raise ConfigError("name an architecture (see `segexport list`) or a network of your own with "
+                          "--model MODULE:CALLABLE")
+    kwargs = None
+    if model_kwargs is not None:
+        try:
+            kwargs = json.loads(model_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--model-kwargs is not valid JSON ({exc.msg}); pass an object, "
+                              "e.g. '{\"width\": 16}'") from exc
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f"--model-kwargs must be a JSON object, e.g. '{{\"width\": 16}}', got {model_kwargs!r}")
+        if not is_module_spec(name):
+            raise ConfigError(f"--model-kwargs applies to --model MODULE:CALLABLE, not to the architecture {name!r}")
+    return name, kwargs

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import typer
 
-from segexport.cli.options import FORCE_HELP
+from segexport.cli.options import FORCE_HELP, MODEL_HELP, MODEL_KWARGS_HELP, pick_model
 from segexport.recipe import load_recipe, resolve_recipe
 
 
 def train_command(
-    arch: str = typer.Argument(..., help="Architecture name (see `segexport list`)."),
+    arch: str | None = typer.Argument(None, help="Architecture name (see `segexport list`); or --model."),
+    model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
+    model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
     size: str | None = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
     backbone: str | None = typer.Option(None, help="Backbone name (default: recipe)."),
     data: str | None = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH."),
@@ -41,6 +43,8 @@ def train_command(
 
         segexport train unet --data folder:/data/cells --seed 1
 
+        segexport train --model mynets:make_unet --model-kwargs '{"width": 16}'
+
         segexport train fcn8s --size paper --backbone-checkpoint vgg16-397923af.pth
 
         torchrun --standalone --nproc-per-node 4 -m segexport train deeplabv3p --size paper
@@ -50,16 +54,19 @@ def train_command(
     """
     from segexport.distributed import distributed_session
     from segexport.models import get_entry
+    from segexport.models.foreign import folder_name
     from segexport.train import train_checkpoint
 
+    arch, kwargs = pick_model(arch, model, model_kwargs, recipe)
     get_entry(arch)  # unknown names fail before any work
     r = resolve_recipe(
         load_recipe(arch, recipe),
         size=size, backbone=backbone, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        model_kwargs=kwargs,
     )
     with distributed_session() as ctx:
         path, metrics = train_checkpoint(
-            r, out or Path("builds") / arch / "reference", progress=progress, backbone_checkpoint=backbone_checkpoint,
+            r, out or Path("builds") / folder_name(arch) / "reference", progress=progress, backbone_checkpoint=backbone_checkpoint,
             force=force,
         )
     if ctx is not None and not ctx.is_main:

@@ -7,6 +7,7 @@ Builders take keyword-only arguments (``size``, ``num_classes``, ``backbone``,
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segexport.errors import ConfigError, UnknownNameError
+from segexport.models.foreign import build_foreign, is_module_spec, load_callable
 from segexport.models.shell import SegmentationModel
 
 SIZES = ("tiny", "paper")
@@ -47,7 +49,7 @@ _ORDER = (
     "fcn", "unet", "segnet", "pspnet", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3p",
     "torchvision_compat",
 )
-_NOT_ARCHITECTURES = {"registry", "shell"}
+_NOT_ARCHITECTURES = {"registry", "shell", "foreign"}
 
 
 def register_model(
@@ -92,11 +94,15 @@ def list_models() -> list[ModelEntry]:
 
 
 def get_entry(name: str) -> ModelEntry:
-    """The registry entry for ``name``.
+    """The registry entry for ``name``; a user's network for ``MODULE:CALLABLE`` (its module imported).
 
     Raises:
         UnknownNameError: with the nearest registered names.
+        ConfigError: a ``MODULE:CALLABLE`` that does not import or names no callable.
     """
+    if is_module_spec(name):
+        load_callable(name)  # fails here, before any work, when the module does not import
+        return ModelEntry(name, functools.partial(build_foreign, name), "a user's network", "", (), {})
     _load_all()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)

@@ -42,7 +42,8 @@ class BuildOptions:
     of the plan.
 
     Attributes:
-        arch: a registered architecture (``segexport list``).
+        arch: a registered architecture (``segexport list``) or a user's network, ``MODULE:CALLABLE``.
+        model_kwargs: keyword arguments for a user's network (its recipe's ``[model]`` table).
         checkpoint: a segexport checkpoint folder or a torchvision/segexport state-dict file
             (None: train on the recipe's data, or ``random_init``).
         size, backbone, input_size, data: recipe overrides (``input_size`` is the export size).
@@ -68,6 +69,7 @@ class BuildOptions:
     """
 
     arch: str
+    model_kwargs: dict[str, Any] | None = None
     checkpoint: str | Path | None = None
     size: str | None = None
     backbone: str | None = None
@@ -276,6 +278,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
             cannot be written.
     """
     from segexport.models import get_entry
+    from segexport.models.foreign import folder_name
 
     o = options
     get_entry(o.arch)
@@ -290,7 +293,8 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     fp16_budget, int8_budget = check_budget(o.budget_fp16, "--budget-fp16"), check_budget(o.budget_int8, "--budget-int8")
     recipe = resolve_recipe(
         load_recipe(o.arch), size=o.size, backbone=o.backbone, input_size=o.input_size, data=o.data,
-        budget_fp16=fp16_budget, budget_int8=int8_budget, budget_int8_cpu=int8_budget, **(o.overrides or {}),
+        budget_fp16=fp16_budget, budget_int8=int8_budget, budget_int8_cpu=int8_budget, model_kwargs=o.model_kwargs,
+        **(o.overrides or {}),
     )
     int8_targets = chosen if o.int8 else ()
     if o.int8:
@@ -300,7 +304,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     val_images = _count_val(recipe)
     _check_memory(recipe, val_images, trains=ckpt is None and not o.random_init)
     _check_calib(o.calib, recipe)
-    build_dir = Path(o.out) if o.out is not None else DEFAULT_OUT / o.arch
+    build_dir = Path(o.out) if o.out is not None else DEFAULT_OUT / folder_name(o.arch)
     check_writable(build_dir)
     triton_repo = _check_triton_repo(o.triton_repo, build_dir)
     return BuildPlan(

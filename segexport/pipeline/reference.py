@@ -31,6 +31,7 @@ from segexport.checkpoint import (
 from segexport.data import Preprocess
 from segexport.fsutil import atomic_dir
 from segexport.hashing import file_sha256
+from segexport.models.foreign import is_module_spec
 from segexport.pipeline.cache import package_versions, spec_fingerprint
 from segexport.pipeline.options import BuildPlan, check_checkpoint_folder
 
@@ -135,6 +136,9 @@ def _from_weights_file(plan: BuildPlan, weights: Path, dst: Path) -> None:
     from segexport.pipeline.sources import _class_names
     from segexport.weights import model_from_weights_file
 
+    if is_module_spec(plan.arch):
+        _foreign_from_weights_file(plan, weights, dst)
+        return
     size = plan.size or "paper"  # as `segexport export ARCH --checkpoint FILE`: published weights are paper size
     model = model_from_weights_file(plan.arch, weights, size=size, backbone=plan.backbone)
     data_classes = _classes(plan)
@@ -146,6 +150,29 @@ def _from_weights_file(plan: BuildPlan, weights: Path, dst: Path) -> None:
     config = ModelConfig(
         arch=plan.arch, build_args={k: v for k, v in args.items() if v is not None}, classes=classes,
         preprocess=Preprocess(size=tuple(plan.recipe.input_size)),
+        training={"source": f"weights:{weights}", "sha256": file_sha256(weights)},
+    )
+    save_checkpoint(dst, model, config, {})
+
+
+def _foreign_from_weights_file(plan: BuildPlan, weights: Path, dst: Path) -> None:
+    """A user's network (``MODULE:CALLABLE``) with its own state-dict file, saved as the reference
+    checkpoint folder; it must predict the data set's classes."""
+    from segexport.errors import ConfigError
+    from segexport.models import build_model
+    from segexport.pipeline.sources import _class_names
+    from segexport.weights import load_foreign_weights
+
+    classes = _classes(plan)
+    args = {k: v for k, v in plan.recipe.model_args(len(classes)).items() if v is not None}
+    model = build_model(plan.arch, **args)
+    load_foreign_weights(model, weights)
+    outputs = len(_class_names(model))
+    if outputs != len(classes):
+        raise ConfigError(f"{plan.arch} with {weights.name} predicts {outputs} classes but the data set {plan.data} "
+                          f"has {len(classes)}; pass its class count through --model-kwargs or use matching data")
+    config = ModelConfig(
+        arch=plan.arch, build_args=args, classes=classes, preprocess=Preprocess(size=tuple(plan.recipe.input_size)),
         training={"source": f"weights:{weights}", "sha256": file_sha256(weights)},
     )
     save_checkpoint(dst, model, config, {})

@@ -2,6 +2,8 @@
 
 - ``ARCH``: the registered architecture; with ``checkpoint`` (a torchvision or segexport
   state-dict file) its weights, otherwise a seeded random initialisation (with a warning).
+- ``MODULE:CALLABLE``: a user's network (``segexport.models.foreign``), with ``checkpoint`` (its
+  own state-dict file) or seeded random weights.
 - ``DIR``: a checkpoint folder written by ``segexport train``.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,7 +25,8 @@ from segexport.data import (
 )
 from segexport.errors import ConfigError, InputError
 from segexport.models import SegmentationModel, build_model, get_entry
-from segexport.recipe import load_recipe
+from segexport.models.foreign import folder_name, is_module_spec
+from segexport.recipe import load_recipe, resolve_recipe
 
 # Class names for a weights file, which records only the number of classes: torchvision's
 # segmentation weights predict the 21 VOC classes; 19 outputs are Cityscapes' train ids.
@@ -82,10 +86,22 @@ def _from_checkpoint_dir(root: Path, size: str | None, checkpoint: Path | None) 
     )
 
 
-def _from_arch(arch: str, size: str | None, checkpoint: Path | None, seed: int) -> ExportSource:
-    recipe = load_recipe(arch)
+def _from_arch(arch: str, size: str | None, checkpoint: Path | None, seed: int,
+               model_kwargs: dict[str, Any] | None = None) -> ExportSource:
+    recipe = resolve_recipe(load_recipe(arch), model_kwargs=model_kwargs)
     preprocess = Preprocess(size=tuple(recipe.input_size))
-    out = Path("builds") / arch / "export"
+    out = Path("builds") / folder_name(arch) / "export"
+    if checkpoint is not None and is_module_spec(arch):
+        from segexport.hashing import file_sha256
+        from segexport.weights import load_foreign_weights
+
+        with torch.random.fork_rng():
+            model = build_model(arch, **recipe.model_args(len(SYNTHETIC_CLASSES)))
+        load_foreign_weights(model, checkpoint)
+        return ExportSource(
+            model=model, arch=arch, classes=_class_names(model), preprocess=preprocess,
+            source=f"weights:{checkpoint}", sha256=file_sha256(checkpoint), default_out=out,
+        )
     if checkpoint is not None:
         from segexport.hashing import file_sha256
         from segexport.weights import model_from_weights_file
@@ -110,16 +126,19 @@ def _from_arch(arch: str, size: str | None, checkpoint: Path | None, seed: int) 
 
 
 def resolve_source(
-    source: str, *, size: str | None = None, checkpoint: str | Path | None = None, seed: int = 0
+    source: str, *, size: str | None = None, checkpoint: str | Path | None = None, seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> ExportSource:
     """Turn ``ARCH`` or ``CHECKPOINT_DIR`` into a model and its provenance.
 
     Args:
-        source: a registered architecture name or a checkpoint folder.
+        source: a registered architecture name, a user's network (``MODULE:CALLABLE``) or a
+            checkpoint folder.
         size: ``tiny`` or ``paper`` for an architecture name (default: its recipe's size,
             ``paper`` with ``checkpoint``).
         checkpoint: a state-dict file (torchvision or segexport) for an architecture name.
         seed: the random initialisation's seed when there is no checkpoint.
+        model_kwargs: keyword arguments of a user's network's callable.
 
     Raises:
         InputError: a missing folder or file.
@@ -133,9 +152,9 @@ def resolve_source(
         return _from_checkpoint_dir(path, size, ckpt)
     if path.exists():
         raise InputError(f"{path}: a file, not a checkpoint folder; pass the folder, or ARCH --checkpoint {path}")
-    if _looks_like_path(source):
+    if _looks_like_path(source) and not is_module_spec(source):
         raise InputError(f"{source}: checkpoint folder not found; pass an existing folder or an architecture name")
     get_entry(source)  # an unknown name fails here, with the nearest names
     if ckpt is not None and not ckpt.is_file():
         raise InputError(f"{ckpt}: checkpoint file not found")
-    return _from_arch(source, size, ckpt, seed)
+    return _from_arch(source, size, ckpt, seed, model_kwargs)

@@ -67,7 +67,7 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Targ
             op_types_to_quantize=list(target.op_types) if target.op_types else None, per_channel=True,
             reduce_range=False, activation_type=activation, weight_type=QuantType.QInt8,
             nodes_to_exclude=sorted({*nodes_to_exclude, *tail, *pools}), calibrate_method=settings.ort_method,
-            extra_options=dict(target.extra_options), calibration_cache_path=str(ranges_path),
+            extra_options=quantize_options(target, graph), calibration_cache_path=str(ranges_path),
         )
         model = onnx.load(str(raw))
     _compare_unquantized(model)
@@ -79,6 +79,40 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Targ
     set_metadata(model, props)
     with atomic_path(out_path) as tmp_path:
         onnx.save_model(model, str(tmp_path))
+
+
+def quantize_options(target: Int8Target, model: onnx.ModelProto) -> dict[str, Any]:
+    """``quantize_static``'s ``extra_options`` for ``target`` on ``model``: the target's own, plus
+    7-bit weights (``reduce_range``) on its first layers when it asks for them."""
+    options = dict(target.extra_options)
+    if target.first_layer_7bit:
+        overrides = dict(options.get("TensorQuantOverrides", {}))
+        for name in first_layers(model):
+            overrides[name] = [{"reduce_range": True}]
+        options["TensorQuantOverrides"] = overrides
+    return options
+
+
+def first_layers(model: onnx.ModelProto) -> list[str]:
+    """The weight initializers of the weighted layers that no other weighted layer feeds: the
+    ones reading the (normalised) image.
+
+    CPUs without VNNI multiply u8 activations by s8 weights in pairs summed into saturating
+    16-bit integers (``vpmaddubsw``): 255 x 127 x 2 overflows. Deeper layers rarely get there,
+    but the image fills the whole u8 range in every channel, so the first convolution
+    saturates; 7-bit weights keep every pair sum under 2^15 for one bit of that layer's
+    weights. CPUs with VNNI accumulate in 32 bits and lose nothing but that bit.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    downstream: set[str] = set()  # tensors computed from some weighted layer's output
+    found = []
+    for node in model.graph.node:  # stored in topological order
+        fed = any(name in downstream for name in node.input)
+        if node.op_type in _WEIGHTED and not fed and len(node.input) > 1 and node.input[1] in inits:
+            found.append(node.input[1])
+        if fed or node.op_type in _WEIGHTED:
+            downstream.update(o for o in node.output if o)
+    return found
 
 
 def target_exclusions(target: Int8Target, model: onnx.ModelProto) -> list[str]:

@@ -34,6 +34,8 @@ class Int8Target:
         fused_kernels: report how many convolutions ONNX Runtime fuses into QLinearConv.
         exclude: ``"module:function"`` returning more node names to keep in FP32 for this
             target, given the FP32 ``onnx.ModelProto`` (None: none).
+        first_layer_7bit: 7-bit weights (``reduce_range``) for the weighted layers that read the
+            image, the overflow fix for CPUs without VNNI (see ``precision.int8.first_layers``).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Int8Target:
     trt_cache: bool = False
     fused_kernels: bool = False
     exclude: str | None = None
+    first_layer_7bit: bool = False
 
     @property
     def judge_backend(self) -> str:
@@ -105,10 +108,13 @@ register_target(Int8Target(
 # all 68 convolutions of the paper DeepLabv3+ in u8 either way), while Q/DQ around every small
 # op made the tiny model 1.7x slower than this graph, and Q/DQ on outputs leaves FakeQuantize
 # nodes unfused. It also keeps the MaxUnpool rewrite's compared tensors FP32, which NNCF's
-# default breaks (a FakeQuantize per Equal input: 57 mIoU points lost on SegNet). BENCHMARKS.md.
+# default breaks (a FakeQuantize per Equal input: 57 mIoU points lost on SegNet). The first
+# layer's weights are 7-bit, as in NNCF's default: without it OpenVINO's u8 convolutions
+# saturate on AVX2-only CPUs (NNCF without its overflow fix lost 0.78 points on the tiny U-Net,
+# with it 0.02). BENCHMARKS.md.
 register_target(Int8Target(
     "openvino", "model.int8.openvino.onnx", False, WEIGHTED_OPS,
     {"WeightSymmetric": True, "QuantizeBias": False, "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)},
-    budget_key="budget_int8_cpu", backends=("openvino",),
+    budget_key="budget_int8_cpu", backends=("openvino",), first_layer_7bit=True,
     help="unsigned Q/DQ on the inputs of weighted layers, for OpenVINO's CPU plugin",
 ))

@@ -16,9 +16,10 @@ class RewriteRecord:
     """What one rule did to one module of the model.
 
     Attributes:
-        rule: "deconv_to_resize" | "unpool_for_tensorrt" | "fixed_adaptive_pool", or "model"
+        rule: "deconv_to_resize" | "unpool_for_tensorrt" | "fixed_adaptive_pool" | "functional_unpool", or "model"
             for the final whole-model record written by ``apply_rewrites``.
-        target: qualified module name in the model ("" for the whole model).
+        target: qualified module name in the model ("" for the whole model; for
+            ``functional_unpool``, ``"PATH: F.max_unpool2d"``, PATH the module whose forward calls it).
         action: "replaced", "kept" (the original stays; ``reason`` says why) or "skipped".
         reason: one line saying why.
         max_abs_error: max |output difference|, original vs rewritten, on the example inputs

@@ -15,10 +15,11 @@ from segexport.rewrite.common import (
 from segexport.rewrite.deconv_to_resize import rewrite_deconvs_
 from segexport.rewrite.fit_decision import FitContext
 from segexport.rewrite.fixed_adaptive_pool import rewrite_adaptive_pools_
+from segexport.rewrite.functional_unpool import rewrite_functional_unpools
 from segexport.rewrite.unpool_for_tensorrt import rewrite_unpools_
 
 # Exact rules first, so the fitted deconv rule judges its candidates on the final graph.
-RULE_ORDER = ("fixed_adaptive_pool", "unpool_for_tensorrt", "deconv_to_resize")
+RULE_ORDER = ("fixed_adaptive_pool", "unpool_for_tensorrt", "deconv_to_resize", "functional_unpool")
 MODEL_RULE = "model"
 
 
@@ -53,7 +54,8 @@ def apply_rewrites(
     """Apply every deployment rewrite to a copy of ``model``.
 
     Rules run in ``RULE_ORDER``: ``fixed_adaptive_pool``, ``unpool_for_tensorrt`` (both exact),
-    then ``deconv_to_resize`` (exact for bilinear kernels; fitted and checked for learned ones).
+    then ``deconv_to_resize`` (exact for bilinear kernels; fitted and checked for learned ones),
+    then ``functional_unpool`` (exact; ``F.max_pool2d``/``F.max_unpool2d`` calls, by wrapping).
 
     Args:
         model: the model to export; not modified (not even its train/eval mode).
@@ -85,5 +87,7 @@ def apply_rewrites(
     records = rewrite_adaptive_pools_(rewritten, example)
     records += rewrite_unpools_(rewritten, example)
     records += rewrite_deconvs_(rewritten, example, reference=reference, keep_deconv=keep_deconv, fit=fit)
+    rewritten, functional = rewrite_functional_unpools(rewritten, example)  # wraps the model: last
+    records += functional
     records.append(_summary(reference, rewritten, example, records))
     return rewritten, records

@@ -193,3 +193,30 @@ def test_unpool_masks_compare_unquantized_tensors(tmp_path):
     assert equals and len(pools) == 5
     assert all(producers[i].op_type != "DequantizeLinear" for n in equals for i in n.input if i in producers)
     assert all(producers[n.input[0]].op_type != "DequantizeLinear" for n in pools)
+
+
+def _weight_levels(model: onnx.ModelProto) -> dict[str, int]:
+    """Per weighted layer: the largest |quantized weight| its DequantizeLinear holds."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = _producers(model)
+    levels = {}
+    for node in model.graph.node:
+        dq = producers.get(node.input[1]) if node.op_type == "Conv" else None
+        if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
+            levels[node.name] = int(np.abs(inits[dq.input[0]].astype(np.int32)).max())
+    return levels
+
+
+def test_openvino_target_gives_the_first_conv_7_bit_weights_and_the_rest_8(deeplab_onnx, tmp_path):
+    from segexport.precision.int8 import first_layers
+
+    fp32 = onnx.load(str(deeplab_onnx), load_external_data=False)
+    first = first_layers(fp32)
+    assert len(first) == 1  # the stem conv: the only weighted layer fed by no other
+    stem = next(n.name for n in fp32.graph.node if n.op_type == "Conv" and n.input[1] == first[0])
+    ov = _weight_levels(onnx.load(str(quantize_model(
+        deeplab_onnx, precision="int8", target="openvino", out=tmp_path / "ov", **FAST).model_path)))
+    assert ov[stem] <= 64 and max(v for k, v in ov.items() if k != stem) == 127
+    cpu = _weight_levels(onnx.load(str(quantize_model(
+        deeplab_onnx, precision="int8", target="cpu", out=tmp_path / "cpu", **FAST).model_path)))
+    assert cpu[stem] == 127  # the other targets keep 8 bits everywhere
