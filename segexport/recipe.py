@@ -57,6 +57,9 @@ class Recipe:
     # [model] table) and the multiple its input height and width must have.
     model_kwargs: dict[str, Any] | None = None
     input_divisor: int | None = None
+    # Input normalisation, per RGB channel in [0, 1] units (None: ImageNet's, as torchvision's).
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     sync_bn: bool = False  # SyncBatchNorm across processes in a torchrun job (CUDA/nccl only)
     # Precision budgets: the largest mIoU drop (points, vs FP32) a variant may have.
     budget_int8: float = 1.0  # INT8 for TensorRT
@@ -84,6 +87,13 @@ class Recipe:
             "input_divisor": self.input_divisor,
         }
 
+    def preprocess(self) -> Any:
+        """The :class:`~segexport.data.Preprocess` of this recipe: input size, mean and std."""
+        from segexport.data.preprocess import Preprocess
+
+        given = {k: v for k, v in (("mean", self.mean), ("std", self.std)) if v is not None}
+        return Preprocess(size=tuple(self.input_size), **given)
+
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
@@ -96,6 +106,13 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"recipe key {name} must be a table of keyword arguments, not {value!r}")
         return dict(value)
+    if "float, float, float" in text:
+        if not (isinstance(value, (list, tuple)) and len(value) == 3
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+            raise ConfigError(f"recipe key {name} must be three numbers [R, G, B] in [0, 1] units, not {value!r}")
+        if name == "std" and min(value) <= 0:
+            raise ConfigError(f"recipe key std must be three numbers > 0, not {value!r}")
+        return tuple(float(v) for v in value)
     if "tuple" in text:
         if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
             raise ConfigError(f"recipe key {name} must be two positive integers [height, width], not {value!r}")

@@ -340,7 +340,7 @@ def train_checkpoint(
                              length_option="--train-images")
     val_src = open_dataset(recipe.data, "val", size=size, seed=recipe.seed, length=recipe.val_images,
                            length_option="--val-images")
-    preprocess = Preprocess(size=size)
+    preprocess = recipe.preprocess()
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.arch, **recipe.model_args(len(train_src.classes)))
     check_input_size(model, *size)

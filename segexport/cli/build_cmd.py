@@ -10,7 +10,15 @@ import typer
 from rich.console import Console
 
 from segexport.cli.export_cmd import parse_input_size
-from segexport.cli.options import FORCE_HELP, MODEL_HELP, MODEL_KWARGS_HELP, pick_model
+from segexport.cli.options import (
+    FORCE_HELP,
+    MEAN_HELP,
+    MODEL_HELP,
+    MODEL_KWARGS_HELP,
+    STD_HELP,
+    model_overrides,
+    pick_model,
+)
 from segexport.precision.targets import TARGETS
 
 
@@ -62,6 +70,8 @@ def build_command(
     arch: str | None = typer.Argument(None, help="Architecture name (see `segexport list`); or --model."),
     model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
     model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
+    mean: str | None = typer.Option(None, metavar="R,G,B", help=MEAN_HELP),
+    std: str | None = typer.Option(None, metavar="R,G,B", help=STD_HELP),
     checkpoint: Path | None = typer.Option(
         None, help="Checkpoint folder (segexport train) or state-dict file (torchvision, segexport); default: train."),
     size: str | None = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
@@ -130,7 +140,7 @@ def build_command(
     overrides = {k: v for k, v in (("epochs", epochs), ("train_images", train_images), ("val_images", val_images),
                                    ("seed", seed)) if v is not None}
     options = BuildOptions(
-        arch, model_kwargs=kwargs, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
+        arch, network=model_overrides(kwargs, mean, std), checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
         fp16=fp16, int8=int8, target=target, data=data, calib=calib, calib_images=calib_images, method=method,
         budget_fp16=parse_budget(budget_fp16, "--budget-fp16"), budget_int8=parse_budget(budget_int8, "--budget-int8"),
         max_fallback=max_fallback, out=out, random_init=random_init, skip_accuracy=skip_accuracy, junit=junit,

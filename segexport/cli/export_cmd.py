@@ -11,7 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from segexport.cli.options import FORCE_HELP, MODEL_HELP, MODEL_KWARGS_HELP, pick_model
+from segexport.cli.options import (
+    FORCE_HELP,
+    MEAN_HELP,
+    MODEL_HELP,
+    MODEL_KWARGS_HELP,
+    STD_HELP,
+    model_overrides,
+    pick_model,
+)
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _OUTPUTS = ("logits", "labels", "both")
@@ -81,6 +89,8 @@ def export_command(
                                         help="Architecture name or checkpoint folder; or --model."),
     model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
     model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
+    mean: str | None = typer.Option(None, metavar="R,G,B", help=MEAN_HELP),
+    std: str | None = typer.Option(None, metavar="R,G,B", help=STD_HELP),
     out: Path | None = typer.Option(
         None, help="Output folder (default: builds/ARCH/export; for a checkpoint folder, 'export' beside it)."
     ),
@@ -123,7 +133,7 @@ def export_command(
 
     source, kwargs = pick_model(source, model, model_kwargs)
     result = export_model(
-        source, model_kwargs=kwargs, out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
+        source, overrides=model_overrides(kwargs, mean, std), out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
         opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, keep_deconv=keep_deconv,
         simplify=simplify, output=output, images=images, seed=seed, crf=crf,
         crf_iterations=crf_iterations, force=force,

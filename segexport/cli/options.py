@@ -64,3 +64,36 @@ def pick_model(arch: str | None, model: str | None, model_kwargs: str | None,
         if not is_module_spec(name):
             raise ConfigError(f"--model-kwargs applies to --model MODULE:CALLABLE, not to the architecture {name!r}")
     return name, kwargs
+
+
+MEAN_HELP = "Input mean per RGB channel in [0, 1] units, R,G,B (default: the checkpoint's or ImageNet's)."
+STD_HELP = "Input std per RGB channel in [0, 1] units, R,G,B (default: the checkpoint's or ImageNet's)."
+
+
+def parse_rgb(value: str | None, option: str) -> tuple[float, float, float] | None:
+    """``"0.5,0.5,0.5"`` -> (0.5, 0.5, 0.5); None stays None.
+
+    Raises:
+        ConfigError: not three comma-separated finite numbers (std: each > 0).
+    """
+    import math
+
+    from segexport.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        numbers = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        numbers = ()
+    if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers) or (option == "--std" and min(numbers) <= 0):
+        bound = " > 0" if option == "--std" else ""
+        raise ConfigError(f"{option} must be three numbers{bound} R,G,B in [0, 1] units, e.g. {option} 0.5,0.5,0.5; "
+                          f"got {value!r}")
+    return numbers  # type: ignore[return-value]
+
+
+def model_overrides(model_kwargs: dict[str, Any] | None, mean: str | None, std: str | None) -> dict[str, Any]:
+    """The recipe values the network options give (only those given)."""
+    given = {"model_kwargs": model_kwargs, "mean": parse_rgb(mean, "--mean"), "std": parse_rgb(std, "--std")}
+    return {k: v for k, v in given.items() if v is not None}

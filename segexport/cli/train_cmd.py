@@ -7,7 +7,15 @@ from pathlib import Path
 
 import typer
 
-from segexport.cli.options import FORCE_HELP, MODEL_HELP, MODEL_KWARGS_HELP, pick_model
+from segexport.cli.options import (
+    FORCE_HELP,
+    MEAN_HELP,
+    MODEL_HELP,
+    MODEL_KWARGS_HELP,
+    STD_HELP,
+    model_overrides,
+    pick_model,
+)
 from segexport.recipe import load_recipe, resolve_recipe
 
 
@@ -15,6 +23,8 @@ def train_command(
     arch: str | None = typer.Argument(None, help="Architecture name (see `segexport list`); or --model."),
     model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
     model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
+    mean: str | None = typer.Option(None, metavar="R,G,B", help=MEAN_HELP),
+    std: str | None = typer.Option(None, metavar="R,G,B", help=STD_HELP),
     size: str | None = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
     backbone: str | None = typer.Option(None, help="Backbone name (default: recipe)."),
     data: str | None = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH."),
@@ -62,7 +72,7 @@ def train_command(
     r = resolve_recipe(
         load_recipe(arch, recipe),
         size=size, backbone=backbone, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        model_kwargs=kwargs,
+        **model_overrides(kwargs, mean, std),
     )
     with distributed_session() as ctx:
         path, metrics = train_checkpoint(

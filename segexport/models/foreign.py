@@ -136,6 +136,43 @@ class ForeignModel(nn.Module):
             value = F.interpolate(value, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return value.contiguous()
 
+    def check_size(self, height: int, width: int) -> None:
+        """Run one blank image of ``height x width`` through the network, before any work.
+
+        Raises:
+            ConfigError: the network cannot take that size (or returns no 4-D logits there),
+                naming the nearest sizes that work, when some multiple of 8 to 64 nearby does.
+        """
+        reason = self._fails(height, width)
+        if reason is None:
+            return
+        if reason.startswith("forward returned"):
+            raise ConfigError(f"{self.spec or 'the model'}: {reason}; return {OUTPUT_FORMS}")
+        near: list[str] = []
+        for d in (8, 16, 32, 64):
+            options = sorted({(max(d, height // d * d), max(d, width // d * d)),
+                              (-(-height // d) * d, -(-width // d) * d)} - {(height, width)})
+            near = [f"{h}x{w}" for h, w in options if self._fails(h, w) is None]
+            if near:
+                break
+        hint = f"use {' or '.join(near)}" if near else "pass a size it takes with --input-size"
+        raise ConfigError(f"{self.spec or 'the model'} cannot take input size {height}x{width} ({reason}); {hint}")
+
+    def _fails(self, height: int, width: int) -> str | None:
+        """Why a forward pass at ``height x width`` fails, or None when it works."""
+        was = self.training
+        try:
+            with torch.no_grad():
+                self.eval()
+                self(torch.zeros(1, 3, height, width))
+        except ConfigError as exc:
+            return str(exc).split(": ", 1)[-1].split("; return")[0]
+        except Exception as exc:  # the user's network: its error is the reason
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        finally:
+            self.train(was)
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``[N, C, H, W]`` for images ``[N, 3, H, W]``."""
         out, _ = _logits(self.net(x), self.spec or "the model")

@@ -74,6 +74,9 @@ def check_input_size(model: SegmentationModel, height: int, width: int) -> None:
     Raises:
         ConfigError: a side that is not a positive multiple of ``model.input_divisor``.
     """
+    if hasattr(model, "check_size"):  # a user's network: tried at that size (models.foreign)
+        model.check_size(height, width)
+        return
     d = model.input_divisor
     bad = [(n, v) for n, v in (("height", height), ("width", width)) if v <= 0 or v % d]
     if not bad:

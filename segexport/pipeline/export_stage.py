@@ -212,7 +212,7 @@ def export_model(
     crf: str = "none",
     crf_iterations: int = DEFAULT_CRF_ITERATIONS,
     force: bool = False,
-    model_kwargs: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export ``source`` (``ARCH`` or a checkpoint folder) to a verified ONNX file.
 
@@ -220,7 +220,7 @@ def export_model(
         source: a registered architecture or a folder written by ``segexport train``.
         out: output folder (default: ``builds/ARCH/export``, or the folder ``export`` beside a
             checkpoint folder, e.g. ``builds/fcn8s/reference`` -> ``builds/fcn8s/export``).
-        size, checkpoint, model_kwargs: for an architecture name or a user's network
+        size, checkpoint, overrides: for an architecture name or a user's network
             (``MODULE:CALLABLE``; see :func:`resolve_source`).
         input_size: (height, width); default: the checkpoint's or the recipe's size.
         opset, dynamic_batch, dynamic_hw, simplify, output: see :func:`export_onnx`.
@@ -251,7 +251,7 @@ def export_model(
     limits.check_count(images, "--images", limits.IMAGES_MAX)
     limits.check_seed(seed)
     limits.check_input_size(input_size)
-    src = resolve_source(source, size=size, checkpoint=checkpoint, seed=seed, model_kwargs=model_kwargs)
+    src = resolve_source(source, size=size, checkpoint=checkpoint, seed=seed, overrides=overrides)
     _check_memory(tuple(input_size or src.preprocess.size), images)
     out_dir = Path(out) if out is not None else src.default_out
     claim_outputs(out_dir, [ONNX_NAME, REWRITES_NAME], source=_export_source(src, out_dir), force=force)

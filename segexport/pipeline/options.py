@@ -43,7 +43,8 @@ class BuildOptions:
 
     Attributes:
         arch: a registered architecture (``segexport list``) or a user's network, ``MODULE:CALLABLE``.
-        model_kwargs: keyword arguments for a user's network (its recipe's ``[model]`` table).
+        network: recipe values describing the network and its input (``model_kwargs`` for a
+            user's network, ``mean``, ``std``); not with a checkpoint folder, which records them.
         checkpoint: a segexport checkpoint folder or a torchvision/segexport state-dict file
             (None: train on the recipe's data, or ``random_init``).
         size, backbone, input_size, data: recipe overrides (``input_size`` is the export size).
@@ -69,7 +70,7 @@ class BuildOptions:
     """
 
     arch: str
-    model_kwargs: dict[str, Any] | None = None
+    network: dict[str, Any] | None = None
     checkpoint: str | Path | None = None
     size: str | None = None
     backbone: str | None = None
@@ -289,11 +290,14 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     ckpt = Path(o.checkpoint) if o.checkpoint is not None else None
     _check_source(ckpt, o.random_init, o.size, o.backbone)
     if ckpt is not None and ckpt.is_dir():
+        if o.network:
+            raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in o.network)} apply to training, "
+                              f"--random-init or a weights file, not to the checkpoint folder {ckpt} (it records them)")
         check_checkpoint_folder(ckpt, o.arch)  # before the build folder is touched
     fp16_budget, int8_budget = check_budget(o.budget_fp16, "--budget-fp16"), check_budget(o.budget_int8, "--budget-int8")
     recipe = resolve_recipe(
         load_recipe(o.arch), size=o.size, backbone=o.backbone, input_size=o.input_size, data=o.data,
-        budget_fp16=fp16_budget, budget_int8=int8_budget, budget_int8_cpu=int8_budget, model_kwargs=o.model_kwargs,
+        budget_fp16=fp16_budget, budget_int8=int8_budget, budget_int8_cpu=int8_budget, **(o.network or {}),
         **(o.overrides or {}),
     )
     int8_targets = chosen if o.int8 else ()

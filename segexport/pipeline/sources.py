@@ -87,9 +87,9 @@ def _from_checkpoint_dir(root: Path, size: str | None, checkpoint: Path | None) 
 
 
 def _from_arch(arch: str, size: str | None, checkpoint: Path | None, seed: int,
-               model_kwargs: dict[str, Any] | None = None) -> ExportSource:
-    recipe = resolve_recipe(load_recipe(arch), model_kwargs=model_kwargs)
-    preprocess = Preprocess(size=tuple(recipe.input_size))
+               overrides: dict[str, Any] | None = None) -> ExportSource:
+    recipe = resolve_recipe(load_recipe(arch), **(overrides or {}))
+    preprocess = recipe.preprocess()
     out = Path("builds") / folder_name(arch) / "export"
     if checkpoint is not None and is_module_spec(arch):
         from segexport.hashing import file_sha256
@@ -127,7 +127,7 @@ def _from_arch(arch: str, size: str | None, checkpoint: Path | None, seed: int,
 
 def resolve_source(
     source: str, *, size: str | None = None, checkpoint: str | Path | None = None, seed: int = 0,
-    model_kwargs: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> ExportSource:
     """Turn ``ARCH`` or ``CHECKPOINT_DIR`` into a model and its provenance.
 
@@ -138,7 +138,8 @@ def resolve_source(
             ``paper`` with ``checkpoint``).
         checkpoint: a state-dict file (torchvision or segexport) for an architecture name.
         seed: the random initialisation's seed when there is no checkpoint.
-        model_kwargs: keyword arguments of a user's network's callable.
+        overrides: recipe values for an architecture name or a user's network (``model_kwargs``,
+            ``mean``, ``std``, ``input_divisor``).
 
     Raises:
         InputError: a missing folder or file.
@@ -149,6 +150,9 @@ def resolve_source(
     path = Path(source)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if path.is_dir():
+        if overrides:
+            raise ConfigError(f"{', '.join(f'--{k.replace(chr(95), chr(45))}' for k in overrides)} apply to an "
+                              f"architecture or --model, not to the checkpoint folder {path} (it records them)")
         return _from_checkpoint_dir(path, size, ckpt)
     if path.exists():
         raise InputError(f"{path}: a file, not a checkpoint folder; pass the folder, or ARCH --checkpoint {path}")
@@ -157,4 +161,4 @@ def resolve_source(
     get_entry(source)  # an unknown name fails here, with the nearest names
     if ckpt is not None and not ckpt.is_file():
         raise InputError(f"{ckpt}: checkpoint file not found")
-    return _from_arch(source, size, ckpt, seed, model_kwargs)
+    return _from_arch(source, size, ckpt, seed, overrides)

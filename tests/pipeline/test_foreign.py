@@ -19,6 +19,7 @@ from segexport.export.trt_check import check_tensorrt_compat
 from segexport.models import build_model, get_entry
 from segexport.models.foreign import ForeignModel
 from segexport.pipeline import BuildOptions, build
+from segexport.pipeline.export_stage import export_model
 
 TESTS = Path(__file__).resolve().parents[1]
 QUICK = {"epochs": 1, "train_images": 32, "val_images": 8, "batch_size": 8}
@@ -81,6 +82,23 @@ def test_forward_without_4d_logits_is_a_config_error():
         model(torch.zeros(1, 3, 64, 64))
 
 
+def test_a_size_the_network_cannot_take_names_the_nearest_that_work():
+    model = build_model(spec("make_unet"), num_classes=8)
+    with pytest.raises(ConfigError, match=r"cannot take input size 66x66 \(RuntimeError: .*\); use 64x64 or 72x72"):
+        model.check_size(66, 66)
+    model.check_size(40, 48)  # any multiple of 4 works: no divisor is imposed on a user's network
+
+
+def test_mean_and_std_reach_the_onnx_metadata(tmp_path):
+    from segexport.precision.onnx_model import read_model_info
+
+    result = export_model(spec("make_tuple"), out=tmp_path, input_size=(64, 64), images=2,
+                          overrides={"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "model_kwargs": {"width": 4}})
+    info = read_model_info(result.onnx_path)
+    assert info.preprocess.mean == (0.5, 0.5, 0.5) and info.preprocess.std == (0.25, 0.25, 0.25)
+    assert info.arch == spec("make_tuple")
+
+
 def test_registered_names_are_untouched_by_the_module_form():
     assert get_entry("fcn8s").name == "fcn8s" and get_entry(spec("make_tuple")).summary == "a user's network"
 
@@ -96,6 +114,10 @@ def test_cli_rejects_bad_model_options_in_one_line(tmp_path):
     assert_one_line_error(run_cli("export", "fcn8s", "--model-kwargs", '{"width": 4}', cwd=TESTS),
                           "--model-kwargs applies to --model MODULE:CALLABLE")
     assert_one_line_error(run_cli("export", cwd=TESTS), "name an architecture")
+    assert_one_line_error(run_cli("export", "--model", spec("make_unet"), "--input-size", "66x66", cwd=TESTS),
+                          "cannot take input size 66x66", "use 64x64 or 72x72")
+    assert_one_line_error(run_cli("build", "--model", spec("make_unet"), "--std", "0,1,1", cwd=TESTS),
+                          "--std must be three numbers > 0")
     assert_one_line_error(run_cli("export", "--model", spec("make_not_a_module"), cwd=TESTS),
                           "returned a NotAModule, not a torch.nn.Module")
     bad = tmp_path / "bad.pth"
