@@ -87,13 +87,6 @@ class Recipe:
             "input_divisor": self.input_divisor,
         }
 
-    def preprocess(self) -> Any:
-        """The :class:`~segexport.data.Preprocess` of this recipe: input size, mean and std."""
-        from segexport.data.preprocess import Preprocess
-
-        given = {k: v for k, v in (("mean", self.mean), ("std", self.std)) if v is not None}
-        return Preprocess(size=tuple(self.input_size), **given)
-
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 

@@ -31,6 +31,7 @@ from segexport.data import (
     open_dataset,
 )
 from segexport.data.augment import augment, draw_jitter
+from segexport.data.preprocess import recipe_preprocess
 from segexport.distributed import (
     DistContext,
     all_reduce_confusion,
@@ -340,7 +341,7 @@ def train_checkpoint(
                              length_option="--train-images")
     val_src = open_dataset(recipe.data, "val", size=size, seed=recipe.seed, length=recipe.val_images,
                            length_option="--val-images")
-    preprocess = recipe.preprocess()
+    preprocess = recipe_preprocess(recipe)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.arch, **recipe.model_args(len(train_src.classes)))
     check_input_size(model, *size)

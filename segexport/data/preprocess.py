@@ -216,3 +216,10 @@ def normalize_batch(images_uint8_nhwc: torch.Tensor, preprocess: Preprocess) -> 
     y = x.to(torch.float32) / torch.tensor(255.0, dtype=torch.float32, device=x.device)
     y = (y - mean) / std
     return y.permute(0, 3, 1, 2).contiguous()
+
+
+def recipe_preprocess(recipe: Any) -> Preprocess:
+    """The :class:`Preprocess` a recipe (``segexport.recipe.Recipe``) asks for: its input size,
+    and its ``mean``/``std`` where it sets them (ImageNet's otherwise)."""
+    given = {k: v for k, v in (("mean", recipe.mean), ("std", recipe.std)) if v is not None}
+    return Preprocess(size=tuple(recipe.input_size), **given)

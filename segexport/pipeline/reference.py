@@ -28,6 +28,7 @@ from segexport.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from segexport.data.preprocess import recipe_preprocess
 from segexport.fsutil import atomic_dir
 from segexport.hashing import file_sha256
 from segexport.models.foreign import is_module_spec
@@ -148,7 +149,7 @@ def _from_weights_file(plan: BuildPlan, weights: Path, dst: Path) -> None:
         args["aux"] = any(k.startswith("aux_classifier.") for k in model.state_dict())
     config = ModelConfig(
         arch=plan.arch, build_args={k: v for k, v in args.items() if v is not None}, classes=classes,
-        preprocess=plan.recipe.preprocess(),
+        preprocess=recipe_preprocess(plan.recipe),
         training={"source": f"weights:{weights}", "sha256": file_sha256(weights)},
     )
     save_checkpoint(dst, model, config, {})
@@ -171,7 +172,7 @@ def _foreign_from_weights_file(plan: BuildPlan, weights: Path, dst: Path) -> Non
         raise ConfigError(f"{plan.arch} with {weights.name} predicts {outputs} classes but the data set {plan.data} "
                           f"has {len(classes)}; pass its class count through --model-kwargs or use matching data")
     config = ModelConfig(
-        arch=plan.arch, build_args=args, classes=classes, preprocess=plan.recipe.preprocess(),
+        arch=plan.arch, build_args=args, classes=classes, preprocess=recipe_preprocess(plan.recipe),
         training={"source": f"weights:{weights}", "sha256": file_sha256(weights)},
     )
     save_checkpoint(dst, model, config, {})
@@ -188,7 +189,7 @@ def _random_init(plan: BuildPlan, dst: Path) -> None:
         model = build_model(plan.arch, **args).eval()
     check_input_size(model, *plan.recipe.input_size)
     config = ModelConfig(
-        arch=plan.arch, build_args=args, classes=classes, preprocess=plan.recipe.preprocess(),
+        arch=plan.arch, build_args=args, classes=classes, preprocess=recipe_preprocess(plan.recipe),
         training={"random_init": True, "seed": plan.seed},
     )
     save_checkpoint(dst, model, config, {})

@@ -23,6 +23,7 @@ from segexport.data import (
     VOC_CLASSES,
     Preprocess,
 )
+from segexport.data.preprocess import recipe_preprocess
 from segexport.errors import ConfigError, InputError
 from segexport.models import SegmentationModel, build_model, get_entry
 from segexport.models.foreign import folder_name, is_module_spec
@@ -89,7 +90,7 @@ def _from_checkpoint_dir(root: Path, size: str | None, checkpoint: Path | None) 
 def _from_arch(arch: str, size: str | None, checkpoint: Path | None, seed: int,
                overrides: dict[str, Any] | None = None) -> ExportSource:
     recipe = resolve_recipe(load_recipe(arch), **(overrides or {}))
-    preprocess = recipe.preprocess()
+    preprocess = recipe_preprocess(recipe)
     out = Path("builds") / folder_name(arch) / "export"
     if checkpoint is not None and is_module_spec(arch):
         from segexport.hashing import file_sha256
