@@ -67,11 +67,14 @@ def _print_result(report: dict[str, Any]) -> None:
 
 
 def build_command(
-    arch: str | None = typer.Argument(None, help="Architecture name (see `segexport list`); or --model."),
+    arch: str | None = typer.Argument(None, metavar="ARCH|MODEL.onnx",
+                                      help="Architecture name (see `segexport list`) or an ONNX file; or --model."),
     model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
     model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
     mean: str | None = typer.Option(None, metavar="R,G,B", help=MEAN_HELP),
     std: str | None = typer.Option(None, metavar="R,G,B", help=STD_HELP),
+    classes: Path | None = typer.Option(
+        None, help="Class names, one per line, for an ONNX file source (default: its metadata or the data set's)."),
     checkpoint: Path | None = typer.Option(
         None, help="Checkpoint folder (segexport train) or state-dict file (torchvision, segexport); default: train."),
     size: str | None = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
@@ -127,6 +130,8 @@ def build_command(
         segexport build deeplabv3p --int8 --target openvino --triton-repo /models
 
         segexport build --model mynets:make_unet --model-kwargs '{"width": 16}' --fp16 --int8
+
+        segexport build model.onnx --data synthetic --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --int8
     """
     from segexport.cli import set_interrupt_hint
     from segexport.errors import CheckFailed
@@ -140,7 +145,7 @@ def build_command(
     overrides = {k: v for k, v in (("epochs", epochs), ("train_images", train_images), ("val_images", val_images),
                                    ("seed", seed)) if v is not None}
     options = BuildOptions(
-        arch, network=model_overrides(kwargs, mean, std), checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
+        arch, network=model_overrides(kwargs, mean, std), classes=classes, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
         fp16=fp16, int8=int8, target=target, data=data, calib=calib, calib_images=calib_images, method=method,
         budget_fp16=parse_budget(budget_fp16, "--budget-fp16"), budget_int8=parse_budget(budget_int8, "--budget-int8"),
         max_fallback=max_fallback, out=out, random_init=random_init, skip_accuracy=skip_accuracy, junit=junit,

@@ -38,7 +38,7 @@ from segexport.pipeline.stages import Stages
 from segexport.precision.targets import TARGETS
 from segexport.runners.registry import get_backend
 
-REFERENCE_STAGE, EXPORT_STAGE = "reference", "export"
+REFERENCE_STAGE, EXPORT_STAGE, IMPORT_STAGE = "reference", "export", "import"
 
 
 @dataclass
@@ -94,6 +94,21 @@ def _export(b: _Build, reference: Reference) -> tuple[Path, tuple[int, int]]:
     return plan.build_dir / ONNX_NAME, size  # type: ignore[return-value]
 
 
+def _import(b: _Build) -> tuple[Path, tuple[int, int]]:
+    """``model.onnx`` from the user's ONNX file, with segexport's metadata added; (path, size)."""
+    from segexport.pipeline.export_stage import ONNX_NAME
+    from segexport.pipeline.onnx_source import import_onnx
+
+    src, out = b.plan.onnx_source, b.plan.build_dir / ONNX_NAME
+
+    def work() -> tuple[list[Path], dict[str, Any]]:
+        return [import_onnx(src, out)], {}
+
+    describe = f"copying {src.path} with its classes and preprocessing (no PyTorch reference: it is the reference)"
+    b.stages.run(IMPORT_STAGE, {"source": src.to_dict(), "versions": package_versions()}, work, describe=describe)
+    return out, src.input_size
+
+
 def _spec(plan: BuildPlan, name: str, backend: str, precision: str, target: str | None, artifact: Path | str,
           budget: str, details: dict[str, Any] | None = None) -> Any:
     from segexport.verify.manifest import VariantSpec
@@ -135,8 +150,9 @@ def _int8_variants(b: _Build, onnx: Path) -> tuple[list[Any], Path | None]:
 def _variants(b: _Build, onnx: Path, size: tuple[int, int]) -> list[Any]:
     """Every variant of the plan, made (or reused) in order; TensorRT engines last."""
     plan = b.plan
+    # From an ONNX file, its FP32 run on ONNX Runtime is the reference row, not a variant.
     variants = [_spec(plan, get_backend(backend).row, backend, "fp32", None, onnx, "fp16")
-                for backend in plan.onnx_backends]
+                for backend in plan.onnx_backends if not (plan.onnx_source and backend == "onnxruntime")]
     fp16_onnx = None
     if plan.fp16:
         record = precision_stage(b.stages, plan, onnx, "fp16", None, progress=b.progress)
@@ -144,14 +160,15 @@ def _variants(b: _Build, onnx: Path, size: tuple[int, int]) -> list[Any]:
         fp16_onnx = output_files(plan.build_dir, "fp16", None)[0]
         variants.append(_spec(plan, "onnx-fp16", "onnxruntime", "fp16", None, fp16_onnx, "fp16",
                               _precision_details(record)))
-        variants.append(_spec(plan, "pytorch-fp16", "torch", "fp16", None, plan.build_dir / REFERENCE_DIR, "fp16",
-                              {"arithmetic": "true half: the PyTorch model in torch.float16 on the CPU"}))
+        if plan.onnx_source is None:
+            variants.append(_spec(plan, "pytorch-fp16", "torch", "fp16", None, plan.build_dir / REFERENCE_DIR,
+                                  "fp16", {"arithmetic": "true half: the PyTorch model in torch.float16 on the CPU"}))
     int8_rows, int8_onnx = _int8_variants(b, onnx)
     variants += int8_rows
     wanted = wanted_engines(plan, fp16_onnx, int8_onnx)
     sources = {"onnx": onnx, **{e.name: e.onnx for e in wanted}} if plan.trt_engines else {}
     checks = tensorrt_checks(b.stages, sources)
-    if "onnx" in checks:
+    if "onnx" in checks and variants and variants[0].name == get_backend("onnxruntime").row:
         variants[0].details["tensorrt_check"] = checks["onnx"]["summary"]
     return variants + engine_variants(b.stages, plan, wanted, size, checks)
 
@@ -159,9 +176,10 @@ def _variants(b: _Build, onnx: Path, size: tuple[int, int]) -> list[Any]:
 def _manifest(plan: BuildPlan, size: tuple[int, int], variants: list[Any]) -> Path:
     from segexport.verify.manifest import BuildManifest, write_manifest
 
-    manifest = BuildManifest(arch=plan.arch, reference=REFERENCE_DIR, data=plan.data, seed=plan.seed,
-                             val_images=plan.val_images, input_size=size, variants=variants,
-                             random_init=plan.random_init)
+    from_onnx = plan.onnx_source is not None
+    manifest = BuildManifest(arch=plan.arch, reference="model.onnx" if from_onnx else REFERENCE_DIR, data=plan.data,
+                             seed=plan.seed, val_images=plan.val_images, input_size=size, variants=variants,
+                             random_init=plan.random_init, reference_backend="onnxruntime" if from_onnx else "torch")
     return write_manifest(plan.build_dir, manifest)
 
 
@@ -206,11 +224,14 @@ def _run(plan: BuildPlan, progress: bool, log: Callable[[str], None] | None) -> 
 
     b = _Build(plan, Stages(StageStore(plan.build_dir), log), progress)
     remove_leftovers(plan.build_dir)
-    reference = _obtain(b)
-    onnx, export_size = _export(b, reference)
+    if plan.onnx_source is not None:
+        onnx, export_size = _import(b)
+    else:
+        onnx, export_size = _export(b, _obtain(b))
     variants = _variants(b, onnx, export_size)
     _manifest(plan, export_size, variants)
-    report = b.stages.timed("verify", f"{len(variants) + 1} rows (PyTorch reference included)", lambda: verify_build(
+    what = "the ONNX Runtime FP32 reference" if plan.onnx_source is not None else "PyTorch reference"
+    report = b.stages.timed("verify", f"{len(variants) + 1} rows ({what} included)", lambda: verify_build(
         plan.build_dir, skip_accuracy=plan.skip_accuracy, junit=plan.junit, progress=b.progress, force=plan.force))
     triton = _triton(b, plan, plan.triton_repo) if plan.triton_repo is not None else None
     b.stages.save_last_run()

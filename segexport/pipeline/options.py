@@ -45,6 +45,8 @@ class BuildOptions:
         arch: a registered architecture (``segexport list``) or a user's network, ``MODULE:CALLABLE``.
         network: recipe values describing the network and its input (``model_kwargs`` for a
             user's network, ``mean``, ``std``); not with a checkpoint folder, which records them.
+        classes: a file of class names, one per line, for an ONNX file source (``arch`` a path
+            ending in ``.onnx``; see :mod:`segexport.pipeline.onnx_source`).
         checkpoint: a segexport checkpoint folder or a torchvision/segexport state-dict file
             (None: train on the recipe's data, or ``random_init``).
         size, backbone, input_size, data: recipe overrides (``input_size`` is the export size).
@@ -71,6 +73,7 @@ class BuildOptions:
 
     arch: str
     network: dict[str, Any] | None = None
+    classes: str | Path | None = None
     checkpoint: str | Path | None = None
     size: str | None = None
     backbone: str | None = None
@@ -130,6 +133,7 @@ class BuildPlan:
     junit: Path | None
     triton_repo: Path | None = None
     force: bool = False
+    onnx_source: Any = None  # an OnnxSource when the build starts from an ONNX file
 
     @property
     def onnx_backends(self) -> tuple[str, ...]:
@@ -282,7 +286,10 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     from segexport.models.foreign import folder_name
 
     o = options
-    get_entry(o.arch)
+    onnx_src = _check_onnx_source(o)
+    arch = onnx_src.arch if onnx_src is not None else o.arch
+    if onnx_src is None:
+        get_entry(o.arch)
     chosen = resolve_targets(o.target)
     unknown = sorted(set(o.overrides or {}) - set(RECIPE_OVERRIDES))
     if unknown:
@@ -295,9 +302,13 @@ def plan_build(options: BuildOptions) -> BuildPlan:
                               f"--random-init or a weights file, not to the checkpoint folder {ckpt} (it records them)")
         check_checkpoint_folder(ckpt, o.arch)  # before the build folder is touched
     fp16_budget, int8_budget = check_budget(o.budget_fp16, "--budget-fp16"), check_budget(o.budget_int8, "--budget-int8")
+    network = dict(o.network or {})
+    if onnx_src is not None:  # the file's (or the flags') normalisation, its size
+        network.update(mean=onnx_src.mean, std=onnx_src.std)
     recipe = resolve_recipe(
-        load_recipe(o.arch), size=o.size, backbone=o.backbone, input_size=o.input_size, data=o.data,
-        budget_fp16=fp16_budget, budget_int8=int8_budget, budget_int8_cpu=int8_budget, **(o.network or {}),
+        load_recipe(arch), size=o.size, backbone=o.backbone,
+        input_size=onnx_src.input_size if onnx_src is not None else o.input_size, data=o.data,
+        budget_fp16=fp16_budget, budget_int8=int8_budget, budget_int8_cpu=int8_budget, **network,
         **(o.overrides or {}),
     )
     int8_targets = chosen if o.int8 else ()
@@ -306,13 +317,13 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     if o.max_fallback is not None and o.max_fallback < 0:
         raise ConfigError(f"--max-fallback must be >= 0 (0 turns the sensitivity pass off), got {o.max_fallback}")
     val_images = _count_val(recipe)
-    _check_memory(recipe, val_images, trains=ckpt is None and not o.random_init)
+    _check_memory(recipe, val_images, trains=ckpt is None and not o.random_init and onnx_src is None)
     _check_calib(o.calib, recipe)
-    build_dir = Path(o.out) if o.out is not None else DEFAULT_OUT / folder_name(o.arch)
+    build_dir = Path(o.out) if o.out is not None else DEFAULT_OUT / folder_name(arch)
     check_writable(build_dir)
     triton_repo = _check_triton_repo(o.triton_repo, build_dir)
     return BuildPlan(
-        arch=o.arch, recipe=recipe, build_dir=build_dir, checkpoint=ckpt, input_size=o.input_size, size=o.size,
+        arch=arch, onnx_source=onnx_src, recipe=recipe, build_dir=build_dir, checkpoint=ckpt, input_size=o.input_size, size=o.size,
         backbone=o.backbone, random_init=o.random_init, fp16=o.fp16, int8_targets=int8_targets, targets=chosen,
         trt_engines=any("tensorrt" in TARGETS[t].backends for t in chosen), calib=o.calib,
         calib_images=o.calib_images, method=o.method, max_fallback=o.max_fallback, val_images=val_images,
@@ -321,6 +332,35 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         junit=check_output_file(o.junit, "--junit", source=JUNIT_SOURCE, force=o.force), triton_repo=triton_repo,
         force=o.force,
     )
+
+
+def _check_onnx_source(o: BuildOptions) -> Any:
+    """The checked ONNX source when ``o.arch`` names an ``.onnx`` file, else None (and then no
+    ``--classes``).
+
+    Raises:
+        ConfigError: options that do not apply to an ONNX file, or what neither the file nor a
+            flag says.
+        InputError: a missing or unusable file (see :mod:`segexport.pipeline.onnx_source`).
+    """
+    from segexport.pipeline.onnx_source import check_onnx_source, is_onnx_source
+
+    if not is_onnx_source(o.arch):
+        if o.classes is not None:
+            raise ConfigError("--classes applies to an ONNX file source; a checkpoint or a data set names its classes")
+        return None
+    network = o.network or {}
+    given = [flag for flag, value in (("--checkpoint", o.checkpoint), ("--random-init", o.random_init),
+                                      ("--size", o.size), ("--backbone", o.backbone),
+                                      ("--model-kwargs", network.get("model_kwargs"))) if value]
+    if given:
+        raise ConfigError(f"{', '.join(given)} do not apply to an ONNX file source ({o.arch}); drop them")
+    from segexport.data import open_dataset
+
+    data = o.data or Recipe(arch="onnx").data
+    classes = tuple(open_dataset(data, "val", size=(32, 32), seed=0, length=1).classes)
+    return check_onnx_source(o.arch, classes_file=o.classes, mean=network.get("mean"), std=network.get("std"),
+                             input_size=o.input_size, data_classes=classes)
 
 
 def _check_triton_repo(repo: str | Path | None, build_dir: Path) -> Path | None:

@@ -51,7 +51,7 @@ class VariantSpec:
 
 @dataclass
 class BuildManifest:
-    """A build folder's contents: the reference checkpoint, the val data and the variants."""
+    """A build folder's contents: the reference (checkpoint, or FP32 ONNX), the val data and the variants."""
 
     arch: str
     reference: str
@@ -61,6 +61,9 @@ class BuildManifest:
     input_size: tuple[int, int]
     variants: list[VariantSpec]
     random_init: bool = False
+    # The backend the reference runs on: torch for a checkpoint folder, onnxruntime when the
+    # build started from an ONNX file (``reference`` is then the FP32 model.onnx).
+    reference_backend: str = "torch"
 
 
 def _bad(path: Path, what: str) -> InputError:
@@ -144,6 +147,8 @@ def _manifest(path: Path, data: Any) -> BuildManifest:
         input_size=_input_size(path, data["input_size"]),
         variants=specs,
         random_init=_typed(path, "random_init", data.get("random_init", False), (bool,)),
+        reference_backend=_choice(path, "reference_backend", data.get("reference_backend", "torch"),
+                                  ("torch", "onnxruntime")),
     )
 
 

@@ -191,10 +191,12 @@ def p50_of(row: dict[str, Any]) -> float | None:
     return (row.get("latency_ms") or {}).get("p50")
 
 
-def int8_pays(variants: list[dict[str, Any]]) -> None:
-    """Each timed INT8 row's speed-up over the FP32 row of its backend, and ``int8_slower`` when it
-    is not faster on the backend its target deploys to: INT8 that does not pay in speed only costs accuracy."""
-    fp32 = {row["backend"]: p50_of(row) for row in reversed(variants) if row["precision"] == "fp32"}
+def int8_pays(variants: list[dict[str, Any]], reference: dict[str, Any] | None = None) -> None:
+    """Each timed INT8 row's speed-up over the FP32 row of its backend (the reference row, when it
+    is that backend's FP32 run: a build from an ONNX file), and ``int8_slower`` when it is not
+    faster on the backend its target deploys to: INT8 that does not pay in speed only costs accuracy."""
+    rows = [*variants, *([reference] if reference is not None else [])]
+    fp32 = {row["backend"]: p50_of(row) for row in reversed(rows) if row.get("precision") == "fp32"}
     for row in variants:
         base, p50 = fp32.get(row["backend"]), p50_of(row)
         if row["precision"] != "int8" or not base or not p50:

@@ -46,6 +46,7 @@ from segexport.ownership import claim_outputs
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, load_val, logit_error
 from segexport.progress import progress_bar
 from segexport.runners import open_runner
+from segexport.runners.registry import get_backend
 from segexport.runners.torch_runner import TorchRunner
 from segexport.verify import latency as lat
 from segexport.verify.crf_rows import measure_crf_rows
@@ -94,12 +95,28 @@ class _Shared:
 
 
 def _reference_spec(manifest: BuildManifest) -> VariantSpec:
-    return VariantSpec(name=REFERENCE_NAME, backend="torch", precision="fp32", target=None,
+    """The reference row: PyTorch FP32 on the checkpoint, or (a build from an ONNX file, which
+    has no PyTorch model) the FP32 ONNX on its backend, named after that backend's rows."""
+    name = REFERENCE_NAME if manifest.reference_backend == "torch" else get_backend(manifest.reference_backend).row
+    return VariantSpec(name=name, backend=manifest.reference_backend, precision="fp32", target=None,
                        artifact=manifest.reference, budget_pts=None)
 
 
+def _is_reference(spec: VariantSpec, manifest: BuildManifest) -> bool:
+    return spec.name == _reference_spec(manifest).name and spec.budget_pts is None
+
+
 def _reference_config(root: Path, manifest: BuildManifest) -> ModelConfig:
-    """The reference checkpoint's config (its loading also proves the checkpoint is sound)."""
+    """The reference's config: the checkpoint's (its loading also proves it sound), or for an
+    FP32 ONNX reference the one its segexport metadata describes."""
+    if manifest.reference_backend != "torch":
+        from segexport.precision.onnx_model import read_model_info
+
+        info = read_model_info(root / manifest.reference)
+        if not info.classes:
+            raise InputError(f"{root / manifest.reference}: names no classes; re-run `segexport build` on the ONNX file")
+        return ModelConfig(arch=info.arch or manifest.arch, build_args={}, classes=tuple(info.classes),
+                           preprocess=info.preprocess)
     with TorchRunner(root / manifest.reference) as runner:
         config = runner.config
     if config.arch != manifest.arch:
@@ -230,9 +247,9 @@ def _measure_all(shared: _Shared, manifest: BuildManifest, progress: bool) -> tu
             row, preds = _measure(shared, spec)
             if preds is not None and preds.shown is not None:
                 predictions[spec.name] = preds.shown
-            if spec.name == REFERENCE_NAME and row.get("error"):
-                raise CheckFailed(f"the PyTorch reference failed: {row['error']}")
-            if spec.name == REFERENCE_NAME and preds is not None:
+            if _is_reference(spec, manifest) and row.get("error"):
+                raise CheckFailed(f"the reference ({spec.name}) failed: {row['error']}")
+            if _is_reference(spec, manifest) and preds is not None:
                 shared.reference, shared.reference_miou = preds, row["miou"]
             rows.append(row)
             bar.advance(task)
@@ -246,7 +263,7 @@ def _finish_rows(reference: dict[str, Any], variants: list[dict[str, Any]]) -> N
         p50 = p50_of(row)
         row["speedup_vs_pytorch"] = ref_p50 / p50 if ref_p50 and p50 else None
         row["pass"] = judge(row)
-    int8_pays(variants)
+    int8_pays(variants, reference)
     for key in ("budget_pts", "skipped", "details", "miou_drop_pts", "agreement", "max_abs_logit_error",
                 "mean_abs_logit_error", "speedup_vs_pytorch", "speedup_vs_fp32", "int8_slower", "pass", "error"):
         reference.pop(key, None)
@@ -258,7 +275,12 @@ def _notes(manifest: BuildManifest, variants: list[dict[str, Any]], accuracy: bo
         notes.append("built from untrained weights (--random-init): accuracy not measured, latency only")
     elif skip_accuracy:
         notes.append("accuracy not measured (--skip-accuracy): no row is judged")
-    notes.append("reference: PyTorch FP32 on the reference checkpoint, the same inputs as every variant")
+    if manifest.reference_backend == "torch":
+        notes.append("reference: PyTorch FP32 on the reference checkpoint, the same inputs as every variant")
+    else:
+        notes.append(f"reference: no PyTorch reference exists (the build started from an ONNX file); every variant "
+                     f"is judged against the FP32 {manifest.reference} on {manifest.reference_backend}, "
+                     "the same inputs as every variant")
     for row in variants:
         device = row.get("device") or ""
         if row["backend"] == "torch" and row["precision"] == "fp16" and device:
@@ -349,7 +371,7 @@ def _write_report(root: Path, report: dict[str, Any], inputs: Inputs, prediction
                   classes: tuple[str, ...], junit: str | Path | None) -> dict[str, str | None]:
     """Write the pictures, ``report.json`` (with ``files``), ``report.md`` and the JUnit XML; ``files``."""
     report["files"] = {"report_md": REPORT_MD, **write_pictures(root, report, inputs, predictions, classes,
-                                                                 REFERENCE_NAME)}
+                                                                 report["reference"]["name"])}
     write_json(root / REPORT_JSON, report)
     with atomic_path(root / REPORT_MD) as tmp:
         tmp.write_text(render_markdown(report) + "\n")

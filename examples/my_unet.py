@@ -1,0 +1,47 @@
+"""A segmentation network written without segexport, as a team's own training code would have it.
+
+segexport takes it by import path, ``my_unet:build``: run from this folder or put it on
+``PYTHONPATH``. Its forward returns ``{"out": logits, "aux": logits}`` as torchvision's
+segmentation models do (segexport trains the auxiliary head and exports only ``out``), its
+decoder upsamples with learned ``ConvTranspose2d`` layers and its pools return indices for a
+SegNet-style unpooling in the last stage, all of which segexport rewrites for TensorRT.
+
+    PYTHONPATH=examples segexport train --model my_unet:build --model-kwargs '{"width": 16}'
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class MyUNet(nn.Module):
+    def __init__(self, num_classes: int = 8, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.enc1, self.enc2, self.enc3 = conv_bn_relu(3, w), conv_bn_relu(w, 2 * w), conv_bn_relu(2 * w, 4 * w)
+        self.up3 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
+        self.dec2 = conv_bn_relu(4 * w, 2 * w)
+        self.dec1 = conv_bn_relu(2 * w, w)
+        self.head = nn.Conv2d(w, num_classes, 1)
+        self.aux_head = nn.Conv2d(4 * w, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        a = self.enc1(x)
+        pooled, indices = F.max_pool2d(a, 2, 2, return_indices=True)
+        b = self.enc2(pooled)
+        c = self.enc3(F.max_pool2d(b, 2))
+        d = self.dec2(torch.cat([self.up3(c), b], 1))
+        e = F.max_unpool2d(self.dec1(d), indices, 2, 2, output_size=a.shape[-2:])
+        aux = F.interpolate(self.aux_head(c), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return {"out": self.head(e), "aux": aux}
+
+
+def build(num_classes: int = 8, width: int = 16) -> MyUNet:
+    """The network; segexport passes ``num_classes`` (the data set's class count)."""
+    return MyUNet(num_classes, width)
