@@ -6,7 +6,7 @@ segmentation models do (segexport trains the auxiliary head and exports only ``o
 decoder upsamples with learned ``ConvTranspose2d`` layers and its pools return indices for a
 SegNet-style unpooling in the last stage, all of which segexport rewrites for TensorRT.
 
-    PYTHONPATH=examples segexport train --model my_unet:build --model-kwargs '{"width": 16}'
+    PYTHONPATH=examples segexport train --recipe examples/my_unet.toml
 """
 
 from __future__ import annotations
@@ -45,3 +45,30 @@ class MyUNet(nn.Module):
 def build(num_classes: int = 8, width: int = 16) -> MyUNet:
     """The network; segexport passes ``num_classes`` (the data set's class count)."""
     return MyUNet(num_classes, width)
+
+
+class _Logits(nn.Module):
+    """The ``out`` entry alone: what an ONNX export script of a dict-output network wraps it in."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)["out"]
+
+
+if __name__ == "__main__":
+    # `python examples/my_unet.py OUT.onnx [STATE_DICT.pth]`: a plain torch.onnx.export, as a training
+    # repository would write it (no segexport metadata), for `segexport build OUT.onnx`.
+    import sys
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    net = build(width=8)
+    if len(sys.argv) > 2:
+        net.load_state_dict(torch.load(sys.argv[2], weights_only=True))
+    Path(sys.argv[1]).parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(_Logits(net).eval(), (torch.randn(1, 3, 96, 96),), sys.argv[1], input_names=["image"],
+                      output_names=["logits"], dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}})
+    print(f"wrote {sys.argv[1]}")

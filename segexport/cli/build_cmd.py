@@ -73,6 +73,7 @@ def build_command(
     model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
     mean: str | None = typer.Option(None, metavar="R,G,B", help=MEAN_HELP),
     std: str | None = typer.Option(None, metavar="R,G,B", help=STD_HELP),
+    recipe: Path | None = typer.Option(None, help="Recipe TOML to use instead of the packaged one."),
     classes: Path | None = typer.Option(
         None, help="Class names, one per line, for an ONNX file source (default: its metadata or the data set's)."),
     checkpoint: Path | None = typer.Option(
@@ -138,14 +139,14 @@ def build_command(
     from segexport.models.foreign import folder_name
     from segexport.pipeline import BuildOptions, build
 
-    arch, kwargs = pick_model(arch, model, model_kwargs)
+    arch, kwargs = pick_model(arch, model, model_kwargs, recipe)
     set_interrupt_hint(f"finished stages are kept in {out or Path('builds') / folder_name(arch)}; "
                        "run the same command again to resume from there")
 
     overrides = {k: v for k, v in (("epochs", epochs), ("train_images", train_images), ("val_images", val_images),
                                    ("seed", seed)) if v is not None}
     options = BuildOptions(
-        arch, network=model_overrides(kwargs, mean, std), classes=classes, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
+        arch, network=model_overrides(kwargs, mean, std), classes=classes, recipe=recipe, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
         fp16=fp16, int8=int8, target=target, data=data, calib=calib, calib_images=calib_images, method=method,
         budget_fp16=parse_budget(budget_fp16, "--budget-fp16"), budget_int8=parse_budget(budget_int8, "--budget-int8"),
         max_fallback=max_fallback, out=out, random_init=random_init, skip_accuracy=skip_accuracy, junit=junit,

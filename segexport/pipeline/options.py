@@ -45,6 +45,8 @@ class BuildOptions:
         arch: a registered architecture (``segexport list``) or a user's network, ``MODULE:CALLABLE``.
         network: recipe values describing the network and its input (``model_kwargs`` for a
             user's network, ``mean``, ``std``); not with a checkpoint folder, which records them.
+        recipe: a recipe TOML to use instead of the packaged one (its ``[model]`` table may name
+            a user's network).
         classes: a file of class names, one per line, for an ONNX file source (``arch`` a path
             ending in ``.onnx``; see :mod:`segexport.pipeline.onnx_source`).
         checkpoint: a segexport checkpoint folder or a torchvision/segexport state-dict file
@@ -74,6 +76,7 @@ class BuildOptions:
     arch: str
     network: dict[str, Any] | None = None
     classes: str | Path | None = None
+    recipe: str | Path | None = None
     checkpoint: str | Path | None = None
     size: str | None = None
     backbone: str | None = None
@@ -306,7 +309,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     if onnx_src is not None:  # the file's (or the flags') normalisation, its size
         network.update(mean=onnx_src.mean, std=onnx_src.std)
     recipe = resolve_recipe(
-        load_recipe(arch), size=o.size, backbone=o.backbone,
+        load_recipe(arch, o.recipe), size=o.size, backbone=o.backbone,
         input_size=onnx_src.input_size if onnx_src is not None else o.input_size, data=o.data,
         budget_fp16=fp16_budget, budget_int8=int8_budget, budget_int8_cpu=int8_budget, **network,
         **(o.overrides or {}),
