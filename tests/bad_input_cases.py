@@ -508,4 +508,26 @@ _FOUND = [  # from a hostile sweep after the first matrix
                                ("crf", "unknown", '"bogus"'), ("crf_iterations", "negative", "-1"),
                                ("budget_int8", "negative", "-1.0"))],
 ]
-CASES = [*_MISSING, *_UNKNOWN, *_KINDS, *_CORRUPT, *_BOUNDS, *_OUTPUTS, *_FOUND]
+_NORM = ("--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
+_NETWORKS = [  # a user's own network or ONNX file (issue 16)
+    Case("build-onnx-without-mean-std", model, ("build", "{tmp}/model.onnx", "--out", O), message="pass --mean and --std"),
+    Case("build-onnx-classes-unknown", lambda tmp: tiny_onnx(tmp / "model.onnx", classes=5),
+         ("build", "{tmp}/model.onnx", *_NORM, "--out", O), message="pass --classes FILE"),
+    Case("build-onnx-classes-file-missing", model,
+         ("build", "{tmp}/model.onnx", *_NORM, "--classes", "{tmp}/nope.txt", "--out", O), message="--classes"),
+    Case("build-onnx-with-checkpoint", model, ("build", "{tmp}/model.onnx", *_NORM, "--checkpoint", "{tmp}",
+                                               "--out", O), message="do not apply to an ONNX file source"),
+    Case("build-classes-without-onnx", nothing, ("build", "fcn8s", "--classes", "{tmp}/c.txt", "--out", O),
+         message="--classes applies to an ONNX file source"),
+    Case("train-model-does-not-import", nothing, ("train", "--model", "no_such_module_xyz:build", "--out", O),
+         message="no module 'no_such_module_xyz'"),
+    Case("export-model-not-module-callable", nothing, ("export", "--model", "a:b:c", "--out", O),
+         message="--model must be MODULE:CALLABLE"),
+    Case("build-model-kwargs-not-an-object", nothing, ("build", "--model", "os:getcwd", "--model-kwargs", "[1]",
+                                                       "--out", O), message="--model-kwargs must be a JSON object"),
+    Case("export-model-returns-no-module", nothing, ("export", "--model", "os:getcwd", "--out", O),
+         message="not a torch.nn.Module"),
+    Case("train-mean-not-three-numbers", nothing, ("train", "fcn8s", "--mean", "0.5,0.5", "--out", O),
+         message="--mean must be three numbers"),
+]
+CASES = [*_MISSING, *_UNKNOWN, *_KINDS, *_CORRUPT, *_BOUNDS, *_OUTPUTS, *_FOUND, *_NETWORKS]
