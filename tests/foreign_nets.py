@@ -201,7 +201,7 @@ def make_data_parallel(num_classes: int = 8, width: int = 8) -> nn.Module:
 
 
 STYLES = ("make_dict_aux", "make_tuple", "make_unet", "make_segnet", "make_psp", "make_encoder_decoder",
-          "make_channels_last", "make_data_parallel")
+          "make_channels_last", "make_data_parallel", "make_functional_psp")
 
 
 class NotAModule:
@@ -227,3 +227,27 @@ def make_three_d(num_classes: int = 8) -> nn.Module:
 
 
 ANSWER = 42  # a name that is not callable
+
+
+class FunctionalPSP(nn.Module):
+    """A PSP head calling ``F.adaptive_avg_pool2d`` at bins (1, 3, 5), which do not divide its 8x8 map."""
+
+    def __init__(self, num_classes: int = 8, width: int = 8, bins: tuple[int, ...] = (1, 3, 5)) -> None:
+        super().__init__()
+        self.encoder = _Encoder(width)
+        self.bins = bins
+        c = 4 * width
+        self.reduce = nn.ModuleList(nn.Conv2d(c, width, 1) for _ in bins)
+        self.fuse = nn.Conv2d(c + width * len(bins), num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = self.encoder(x)[-1]
+        size = top.shape[-2:]
+        pyramid = [F.interpolate(conv(F.adaptive_avg_pool2d(top, b)), size=size, mode="bilinear", align_corners=False)
+                   for conv, b in zip(self.reduce, self.bins)]
+        return F.interpolate(self.fuse(torch.cat([top, *pyramid], 1)), size=x.shape[-2:], mode="bilinear",
+                             align_corners=False)
+
+
+def make_functional_psp(num_classes: int = 8, width: int = 8) -> nn.Module:
+    return FunctionalPSP(num_classes, width)
