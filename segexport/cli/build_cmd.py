@@ -9,16 +9,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from segexport.cli import options as opts
 from segexport.cli.export_cmd import parse_input_size
-from segexport.cli.options import (
-    FORCE_HELP,
-    MEAN_HELP,
-    MODEL_HELP,
-    MODEL_KWARGS_HELP,
-    STD_HELP,
-    model_overrides,
-    pick_model,
-)
 from segexport.precision.targets import TARGETS
 
 
@@ -69,10 +61,8 @@ def _print_result(report: dict[str, Any]) -> None:
 def build_command(
     arch: str | None = typer.Argument(None, metavar="ARCH|MODEL.onnx",
                                       help="Architecture name (see `segexport list`) or an ONNX file; or --model."),
-    model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
-    model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
-    mean: str | None = typer.Option(None, metavar="R,G,B", help=MEAN_HELP),
-    std: str | None = typer.Option(None, metavar="R,G,B", help=STD_HELP),
+    model: str | None = opts.MODEL_OPTION, model_kwargs: str | None = opts.MODEL_KWARGS_OPTION,
+    mean: str | None = opts.MEAN_OPTION, std: str | None = opts.STD_OPTION,
     recipe: Path | None = typer.Option(None, help="Recipe TOML to use instead of the packaged one."),
     classes: Path | None = typer.Option(
         None, help="Class names, one per line, for an ONNX file source (default: its metadata or the data set's)."),
@@ -107,7 +97,7 @@ def build_command(
     val_images: int | None = typer.Option(None, "--val-images", min=1, help="Val images (default: recipe)."),
     seed: int | None = typer.Option(None, help="Seed of data, weights and calibration sample (default: recipe)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars (on a terminal)."),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    force: bool = typer.Option(False, "--force", help=opts.FORCE_HELP),
 ) -> None:
     """Train or load ARCH, export, quantize, build engines, verify every variant and write a report.
 
@@ -139,14 +129,14 @@ def build_command(
     from segexport.models.foreign import folder_name
     from segexport.pipeline import BuildOptions, build
 
-    arch, kwargs = pick_model(arch, model, model_kwargs, recipe)
+    arch, kwargs = opts.pick_model(arch, model, model_kwargs, recipe)
     set_interrupt_hint(f"finished stages are kept in {out or Path('builds') / folder_name(arch)}; "
                        "run the same command again to resume from there")
 
     overrides = {k: v for k, v in (("epochs", epochs), ("train_images", train_images), ("val_images", val_images),
                                    ("seed", seed)) if v is not None}
     options = BuildOptions(
-        arch, network=model_overrides(kwargs, mean, std), classes=classes, recipe=recipe, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
+        arch, network=opts.model_overrides(kwargs, mean, std), classes=classes, recipe=recipe, checkpoint=checkpoint, size=size, backbone=backbone, input_size=parse_input_size(input_size),
         fp16=fp16, int8=int8, target=target, data=data, calib=calib, calib_images=calib_images, method=method,
         budget_fp16=parse_budget(budget_fp16, "--budget-fp16"), budget_int8=parse_budget(budget_int8, "--budget-int8"),
         max_fallback=max_fallback, out=out, random_init=random_init, skip_accuracy=skip_accuracy, junit=junit,

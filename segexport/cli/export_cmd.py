@@ -11,15 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from segexport.cli.options import (
-    FORCE_HELP,
-    MEAN_HELP,
-    MODEL_HELP,
-    MODEL_KWARGS_HELP,
-    STD_HELP,
-    model_overrides,
-    pick_model,
-)
+from segexport.cli import options as opts
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _OUTPUTS = ("logits", "labels", "both")
@@ -87,10 +79,8 @@ def _print_summary(result: Any) -> None:
 def export_command(
     source: str | None = typer.Argument(None, metavar="ARCH|CHECKPOINT_DIR",
                                         help="Architecture name or checkpoint folder; or --model."),
-    model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
-    model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
-    mean: str | None = typer.Option(None, metavar="R,G,B", help=MEAN_HELP),
-    std: str | None = typer.Option(None, metavar="R,G,B", help=STD_HELP),
+    model: str | None = opts.MODEL_OPTION, model_kwargs: str | None = opts.MODEL_KWARGS_OPTION,
+    mean: str | None = opts.MEAN_OPTION, std: str | None = opts.STD_OPTION,
     out: Path | None = typer.Option(
         None, help="Output folder (default: builds/ARCH/export; for a checkpoint folder, 'export' beside it)."
     ),
@@ -111,7 +101,7 @@ def export_command(
         help="Mean-field steps of --crf conv. Beyond 3 the CRF's float32 output is not reproducible to 1e-4 "
              "(mean field amplifies rounding where classes tie); the summary's float32_error says how far."),
     as_json: bool = typer.Option(False, "--json", help="Print the export summary as JSON."),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    force: bool = typer.Option(False, "--force", help=opts.FORCE_HELP),
 ) -> None:
     """Export ARCH or CHECKPOINT_DIR to model.onnx (+ rewrites.json), verified on ONNX Runtime.
 
@@ -131,9 +121,9 @@ def export_command(
     """
     from segexport.pipeline.export_stage import export_model
 
-    source, kwargs = pick_model(source, model, model_kwargs)
+    source, kwargs = opts.pick_model(source, model, model_kwargs)
     result = export_model(
-        source, overrides=model_overrides(kwargs, mean, std), out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
+        source, overrides=opts.model_overrides(kwargs, mean, std), out=out, size=size, checkpoint=checkpoint, input_size=parse_input_size(input_size),
         opset=opset, dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, keep_deconv=keep_deconv,
         simplify=simplify, output=output, images=images, seed=seed, crf=crf,
         crf_iterations=crf_iterations, force=force,

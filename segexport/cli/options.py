@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import typer
+
 FORCE_HELP = ("Write even where the output holds files segexport did not write, or another model's "
               "artifacts (segexport's own files are replaced atomically; nothing else is deleted).")
 
@@ -97,3 +99,10 @@ def model_overrides(model_kwargs: dict[str, Any] | None, mean: str | None, std: 
     """The recipe values the network options give (only those given)."""
     given = {"model_kwargs": model_kwargs, "mean": parse_rgb(mean, "--mean"), "std": parse_rgb(std, "--std")}
     return {k: v for k, v in given.items() if v is not None}
+
+
+# The network options of train, export and build, declared once.
+MODEL_OPTION: Any = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP)
+MODEL_KWARGS_OPTION: Any = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP)
+MEAN_OPTION: Any = typer.Option(None, metavar="R,G,B", help=MEAN_HELP)
+STD_OPTION: Any = typer.Option(None, metavar="R,G,B", help=STD_HELP)

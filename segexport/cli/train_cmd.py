@@ -7,24 +7,14 @@ from pathlib import Path
 
 import typer
 
-from segexport.cli.options import (
-    FORCE_HELP,
-    MEAN_HELP,
-    MODEL_HELP,
-    MODEL_KWARGS_HELP,
-    STD_HELP,
-    model_overrides,
-    pick_model,
-)
+from segexport.cli import options as opts
 from segexport.recipe import load_recipe, resolve_recipe
 
 
 def train_command(
     arch: str | None = typer.Argument(None, help="Architecture name (see `segexport list`); or --model."),
-    model: str | None = typer.Option(None, "--model", metavar="MODULE:CALLABLE", help=MODEL_HELP),
-    model_kwargs: str | None = typer.Option(None, "--model-kwargs", metavar="JSON", help=MODEL_KWARGS_HELP),
-    mean: str | None = typer.Option(None, metavar="R,G,B", help=MEAN_HELP),
-    std: str | None = typer.Option(None, metavar="R,G,B", help=STD_HELP),
+    model: str | None = opts.MODEL_OPTION, model_kwargs: str | None = opts.MODEL_KWARGS_OPTION,
+    mean: str | None = opts.MEAN_OPTION, std: str | None = opts.STD_OPTION,
     size: str | None = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
     backbone: str | None = typer.Option(None, help="Backbone name (default: recipe)."),
     data: str | None = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH."),
@@ -41,7 +31,7 @@ def train_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    force: bool = typer.Option(False, "--force", help=opts.FORCE_HELP),
 ) -> None:
     """Train ARCH and write checkpoint.safetensors, model.json and metrics.json.
 
@@ -67,12 +57,12 @@ def train_command(
     from segexport.models.foreign import folder_name
     from segexport.train import train_checkpoint
 
-    arch, kwargs = pick_model(arch, model, model_kwargs, recipe)
+    arch, kwargs = opts.pick_model(arch, model, model_kwargs, recipe)
     get_entry(arch)  # unknown names fail before any work
     r = resolve_recipe(
         load_recipe(arch, recipe),
         size=size, backbone=backbone, data=data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        **model_overrides(kwargs, mean, std),
+        **opts.model_overrides(kwargs, mean, std),
     )
     with distributed_session() as ctx:
         path, metrics = train_checkpoint(
