@@ -11,7 +11,9 @@ comes from the file's segexport metadata when segexport wrote it, otherwise from
   classes as the graph has output channels.
 
 The import stage copies the graph into the build folder with that metadata added (the source
-file is never written), so every later stage and command needs nothing but ``model.onnx``.
+file is never written, and may not lie in the build folder itself), so every later stage and
+command needs nothing but ``model.onnx``. The default build folder is ``builds/NAME-onnx``,
+beside any build of the same architecture rather than on top of it.
 """
 
 from __future__ import annotations

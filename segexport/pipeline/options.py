@@ -322,7 +322,11 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     val_images = _count_val(recipe)
     _check_memory(recipe, val_images, trains=ckpt is None and not o.random_init and onnx_src is None)
     _check_calib(o.calib, recipe)
-    build_dir = Path(o.out) if o.out is not None else DEFAULT_OUT / folder_name(arch)
+    default_dir = DEFAULT_OUT / (f"{folder_name(arch)}-onnx" if onnx_src is not None else folder_name(arch))
+    build_dir = Path(o.out) if o.out is not None else default_dir
+    if onnx_src is not None and onnx_src.path.resolve().parent == build_dir.resolve():
+        raise ConfigError(f"{onnx_src.path} lies in the build folder {build_dir}, where the build writes its own "
+                          "model files; pass --out with another folder")
     check_writable(build_dir)
     triton_repo = _check_triton_repo(o.triton_repo, build_dir)
     return BuildPlan(

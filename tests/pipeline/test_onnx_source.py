@@ -97,4 +97,9 @@ def test_bad_onnx_sources_are_one_line_each(plain_onnx, tmp_path):
     not_onnx.write_bytes(b"not a protobuf at all")
     assert_one_line_error(run_cli("build", str(not_onnx), "--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2"),
                           "junk.onnx")
+    inside = tmp_path / "b2"
+    inside.mkdir()
+    (inside / "model.onnx").write_bytes(plain_onnx.read_bytes())
+    assert_one_line_error(run_cli("build", str(inside / "model.onnx"), "--mean", "0.5,0.5,0.5", "--std",
+                                  "0.2,0.2,0.2", "--out", str(inside)), "lies in the build folder")
     assert not (tmp_path / "b").exists()  # nothing written on bad input
