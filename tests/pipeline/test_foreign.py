@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, run_cli, run_cli_in_process
 from foreign_nets import STYLES
 
 from segexport.errors import ConfigError
@@ -22,20 +22,10 @@ from segexport.pipeline import BuildOptions, build
 from segexport.pipeline.export_stage import export_model
 
 TESTS = Path(__file__).resolve().parents[1]
-QUICK = {"epochs": 1, "train_images": 32, "val_images": 8, "batch_size": 8}
 
 
 def spec(style: str) -> str:
     return f"foreign_nets:{style}"
-
-
-def data_parallel_file(folder: Path) -> Path:
-    """``make_data_parallel``'s weights as ``torch.save(DataParallel(net).state_dict())`` writes them."""
-    torch.manual_seed(1)
-    net = build_model(spec("make_data_parallel"), num_classes=8).net
-    path = folder / "dp.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
-    return path
 
 
 def tensorrt_blockers(model: onnx.ModelProto) -> list[str]:
@@ -140,13 +130,36 @@ def test_cli_trains_a_module_and_the_checkpoint_folder_exports_alone(tmp_path):
     assert json.loads(result.stdout)["arch"] == spec("make_tuple")
 
 
+def train_briefly(capfd, style: str, folder: Path) -> Path:
+    """``segexport train --model foreign_nets:STYLE`` (one quick epoch at 64x64), in this process."""
+    recipe = folder / "quick.toml"
+    recipe.write_text("input_size = [64, 64]\nepochs = 1\ntrain_images = 32\nval_images = 8\nbatch_size = 8\n")
+    result = run_cli_in_process(capfd, "train", "--model", spec(style), "--recipe", recipe, "--out", folder / "ckpt",
+                                "--no-progress")
+    assert result.code == 0, result.stderr
+    return folder / "ckpt"
+
+
+def as_data_parallel_file(checkpoint: Path) -> Path:
+    """A trained checkpoint folder's network weights as ``torch.save(DataParallel(net).state_dict())``
+    writes them: ``module.`` before each of the network's own keys."""
+    from segexport.checkpoint import read_state_dict
+
+    state = read_state_dict(checkpoint / "checkpoint.safetensors")
+    path = checkpoint.parent / "dp.pth"
+    torch.save({"state_dict": {f"module.{k[len('net.'):]}": v for k, v in state.items()}}, path)
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("style", STYLES)
-def test_each_style_builds_with_fp16_and_both_int8_targets_within_budget(style, tmp_path):
-    checkpoint = data_parallel_file(tmp_path) if style == "make_data_parallel" else None
+def test_each_style_trains_and_builds_with_fp16_and_both_int8_targets_within_budget(style, tmp_path, capfd):
+    checkpoint = train_briefly(capfd, style, tmp_path)
+    if style == "make_data_parallel":
+        checkpoint = as_data_parallel_file(checkpoint)
     report = build(BuildOptions(
         spec(style), checkpoint=checkpoint, input_size=(64, 64), fp16=True, int8=True, calib_images=8,
-        method="minmax", max_fallback=0, out=tmp_path / "build", overrides=QUICK))
+        method="minmax", max_fallback=0, out=tmp_path / "build", overrides={"val_images": 8}))
     rows = {r["name"]: r for r in report["variants"]}
     for name in ("onnx", "onnx-fp16", "onnx-int8-tensorrt", "onnx-int8-cpu", "openvino-int8"):
         assert rows[name]["pass"] is True, (name, rows[name])
@@ -161,6 +174,6 @@ def test_each_style_builds_with_fp16_and_both_int8_targets_within_budget(style, 
         assert replaced == {("functional_unpool", "net: F.max_pool2d"), ("functional_unpool", "net: F.max_unpool2d")}
     if style == "make_psp":  # bins 3 and 5 do not divide the 8x8 map: frozen as fixed pools
         assert {t for rule, t in replaced if rule == "fixed_adaptive_pool"} == {f"net.stages.{i}.0" for i in range(3)}
-    if checkpoint is not None:  # the DataParallel file's module. prefix is gone
+    if style == "make_data_parallel":  # the DataParallel file's module. prefix is gone
         assert json.loads((tmp_path / "build" / "reference" / "model.json").read_text())["training"]["source"] \
             == f"weights:{checkpoint}"
