@@ -43,13 +43,18 @@ SENSITIVE_OPS = (
     "GlobalAveragePool", "Softmax", "LogSoftmax", "LayerNormalization", "InstanceNormalization",
 )  # fmt: skip
 HALF_BATCH = 4
+# Operators the converter cannot retype: it marks ConstantOfShape's output float16 but leaves its
+# ``value`` attribute float32, which ONNX Runtime refuses (torch's export of F.max_unpool2d
+# fills its output with one). They only make constants, so FP32 plus a cast costs nothing.
+UNCONVERTIBLE_OPS = ("ConstantOfShape",)
 
 
 def fp16_op_block_list() -> list[str]:
-    """Operator types kept in FP32: the converter's defaults plus :data:`SENSITIVE_OPS`."""
+    """Operator types kept in FP32: the converter's defaults, :data:`SENSITIVE_OPS` and
+    :data:`UNCONVERTIBLE_OPS`."""
     from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
 
-    return sorted(set(DEFAULT_OP_BLOCK_LIST) | set(SENSITIVE_OPS))
+    return sorted(set(DEFAULT_OP_BLOCK_LIST) | set(SENSITIVE_OPS) | set(UNCONVERTIBLE_OPS))
 
 
 def convert_fp16(model_path: str | Path, out_path: str | Path, *, nodes_kept: Sequence[str] = ()) -> dict[str, Any]:

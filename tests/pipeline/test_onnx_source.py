@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
-from foreign_nets import make_tuple
+from foreign_nets import make_segnet
 
 from segexport.data import SYNTHETIC_CLASSES
 from segexport.pipeline import BuildOptions, build
@@ -19,22 +19,25 @@ QUICK = {"val_images": 8}
 
 
 class _Logits(torch.nn.Module):
-    """What a user's export script wraps around a tuple-output network: logits at input size."""
+    """What a user's export script wraps around a network: its logits at input size."""
 
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.interpolate(self.net(x)[0], size=x.shape[-2:], mode="bilinear")
+        out = self.net(x)
+        return torch.nn.functional.interpolate(out[0] if isinstance(out, tuple) else out, size=x.shape[-2:],
+                                               mode="bilinear")
 
 
 @pytest.fixture(scope="module")
 def plain_onnx(tmp_path_factory) -> Path:
-    """``make_tuple`` (8 classes, as the built-in data) exported by torch alone: no segexport metadata."""
+    """``make_segnet`` (8 classes, as the built-in data) exported by torch alone: no segexport metadata,
+    and its ``F.max_unpool2d`` as torch writes it (ConstantOfShape zeros and ScatterND), unrewritten."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("plain") / "theirs.onnx"
-    torch.onnx.export(_Logits(make_tuple(num_classes=len(SYNTHETIC_CLASSES))).eval(), (torch.randn(1, 3, 64, 64),),
+    torch.onnx.export(_Logits(make_segnet(num_classes=len(SYNTHETIC_CLASSES))).eval(), (torch.randn(1, 3, 64, 64),),
                       str(path), input_names=["image"], output_names=["logits"],
                       dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=64)}})
     assert not {p.key for p in onnx.load(str(path), load_external_data=False).metadata_props} & {"arch", "mean"}
