@@ -1,4 +1,6 @@
-"""Rule ``fixed_adaptive_pool``: ``nn.AdaptiveAvgPool2d`` -> fixed pooling for the export shape.
+"""Rule ``fixed_adaptive_pool``: ``nn.AdaptiveAvgPool2d``/``nn.AdaptiveMaxPool2d`` -> fixed pooling
+for the export shape (max pools: :class:`FixedMaxPool2d`; the rest of this docstring is about the
+average).
 
 PyTorch's adaptive average pooling of a length-``n`` axis into ``b`` bins averages output bin
 ``i`` over the window ``[floor(i*n/b), ceil((i+1)*n/b))``. When ``b`` does not divide ``n`` the
@@ -93,7 +95,41 @@ class FixedAvgPool2d(nn.Module):
         return torch.matmul(torch.matmul(self.rows, x), self.cols)
 
 
-def _bins(pool: nn.AdaptiveAvgPool2d, h: int, w: int) -> tuple[int, int]:
+class FixedMaxPool2d(nn.Module):
+    """Adaptive max pooling frozen for one input size, bitwise exact (a max needs no arithmetic).
+
+    ``max`` (one bin: ReduceMax, any size), ``maxpool`` (bins divide the map: MaxPool with
+    kernel = stride) or ``windows`` (otherwise: a ReduceMax per bin over PyTorch's windows,
+    concatenated). ONNX has no adaptive max pooling and torch's exporter cannot write the
+    last case at all.
+    """
+
+    def __init__(self, input_size: tuple[int, int], output_size: tuple[int, int]) -> None:
+        super().__init__()
+        (h, w), (bh, bw) = input_size, output_size
+        self.input_size, self.output_size = (h, w), (bh, bw)
+        self.mode = "max" if (bh, bw) == (1, 1) else "maxpool" if h % bh == 0 and w % bw == 0 else "windows"
+        self.row_windows, self.col_windows = adaptive_windows(h, bh), adaptive_windows(w, bw)
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, output_size={self.output_size}, mode={self.mode}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "max":
+            return x.amax(dim=(-2, -1), keepdim=True)
+        if tuple(x.shape[-2:]) != self.input_size:
+            h, w = self.input_size
+            raise InputError(f"fixed pooling was built for {h}x{w} feature maps, got {x.shape[-2]}x{x.shape[-1]}; "
+                             "rewrite the model at the input size you export")
+        if self.mode == "maxpool":
+            kernel = (self.input_size[0] // self.output_size[0], self.input_size[1] // self.output_size[1])
+            return F.max_pool2d(x, kernel, stride=kernel)
+        rows = [torch.cat([x[..., r0:r1, c0:c1].amax(dim=(-2, -1), keepdim=True) for c0, c1 in self.col_windows], -1)
+                for r0, r1 in self.row_windows]
+        return torch.cat(rows, dim=-2)
+
+
+def _bins(pool: nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d, h: int, w: int) -> tuple[int, int]:
     """Output size of ``pool`` with None (keep the input size) resolved."""
     size = pool.output_size
     bh, bw = (size, size) if isinstance(size, int) else size
@@ -110,7 +146,11 @@ def _rewrite_one(
     if len(sizes) > 1:
         return _record(name, "skipped", f"runs at several sizes {sorted(sizes)} in one forward")
     h, w = sizes.pop()
-    new = FixedAvgPool2d((h, w), _bins(model.get_submodule(name), h, w))
+    pool = model.get_submodule(name)
+    if isinstance(pool, nn.AdaptiveMaxPool2d) and pool.return_indices:
+        return _record(name, "kept", "returns indices (no fixed form keeps them)")
+    fixed = FixedMaxPool2d if isinstance(pool, nn.AdaptiveMaxPool2d) else FixedAvgPool2d
+    new = fixed((h, w), _bins(pool, h, w))
     with torch.no_grad():
         err = max(max_abs_diff(new(args[0]), out) for args, out in calls)
     replace_module(model, name, new)
@@ -122,7 +162,7 @@ def _rewrite_one(
         # The float32 rounding error scales with this (about 1e-7 of it).
         "max_abs_value": max(float(out.abs().max()) for _, out in calls),
         # Only global pooling is right at every size; the export must then keep H and W static.
-        "static_hw": new.mode != "mean",
+        "static_hw": new.mode not in ("mean", "max"),
         "row_windows": adaptive_windows(h, bh),
         "col_windows": adaptive_windows(w, bw),
     }
@@ -130,12 +170,13 @@ def _rewrite_one(
 
 
 def rewrite_adaptive_pools_(model: nn.Module, example: torch.Tensor) -> list[RewriteRecord]:
-    """In place on a model the caller owns (in eval mode): replace every AdaptiveAvgPool2d.
+    """In place on a model the caller owns (in eval mode): replace every AdaptiveAvgPool2d and
+    AdaptiveMaxPool2d.
 
     Returns:
-        One record per ``nn.AdaptiveAvgPool2d`` in the model.
+        One record per adaptive pool in the model.
     """
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
     if not names:
         return []
     with torch.no_grad(), capture_io(model, names) as seen:

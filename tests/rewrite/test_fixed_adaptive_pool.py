@@ -90,3 +90,25 @@ def test_pspnet_tiny_at_128_is_exact():
     assert all(r.max_abs_error <= 1e-6 * max(1.0, r.details["max_abs_value"]) for r in records)
     with torch.no_grad():
         assert (new(x) - model(x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("size", "bins"), [((8, 8), (1, 1)), ((8, 8), (4, 2)), ((8, 8), (3, 5)), ((9, 13), (6, 4))])
+def test_fixed_max_pool_is_adaptive_max_pooling_bit_for_bit(size, bins):
+    from segexport.rewrite.fixed_adaptive_pool import FixedMaxPool2d
+
+    x = torch.randint(-3, 4, (2, 5, *size)).float()  # small integers: many tied maxima
+    fixed = FixedMaxPool2d(size, bins)
+    assert fixed.mode == {(1, 1): "max", (4, 2): "maxpool"}.get(bins, "windows")
+    assert torch.equal(fixed(x), F.adaptive_max_pool2d(x, bins))
+
+
+def test_adaptive_max_pools_are_rewritten_and_the_model_exports_exactly():
+    from segexport.rewrite.fixed_adaptive_pool import FixedMaxPool2d
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveMaxPool2d(3), nn.Flatten(), nn.Linear(36, 2)).eval()
+    example = torch.randn(2, 3, 8, 8)
+    out, records = fixed_adaptive_pool(model, example)
+    assert isinstance(out[1], FixedMaxPool2d) and records[0].action == "replaced" and records[0].max_abs_error == 0.0
+    assert records[0].details["static_hw"] is True
+    with torch.no_grad():
+        assert torch.equal(out(example), model(example))
