@@ -230,7 +230,8 @@ ANSWER = 42  # a name that is not callable
 
 
 class FunctionalPSP(nn.Module):
-    """A PSP head calling ``F.adaptive_avg_pool2d`` at bins (1, 3, 5), which do not divide its 8x8 map."""
+    """A PSP head calling ``F.adaptive_avg_pool2d`` at bins 1 and 5 and ``F.adaptive_max_pool2d`` at
+    bin 3, none of which but 1 divides its 8x8 map (torch cannot export the max one unrewritten)."""
 
     def __init__(self, num_classes: int = 8, width: int = 8, bins: tuple[int, ...] = (1, 3, 5)) -> None:
         super().__init__()
@@ -243,8 +244,9 @@ class FunctionalPSP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top = self.encoder(x)[-1]
         size = top.shape[-2:]
-        pyramid = [F.interpolate(conv(F.adaptive_avg_pool2d(top, b)), size=size, mode="bilinear", align_corners=False)
-                   for conv, b in zip(self.reduce, self.bins)]
+        pools = [F.adaptive_max_pool2d(top, b) if b == 3 else F.adaptive_avg_pool2d(top, b) for b in self.bins]
+        pyramid = [F.interpolate(conv(p), size=size, mode="bilinear", align_corners=False)
+                   for conv, p in zip(self.reduce, pools)]
         return F.interpolate(self.fuse(torch.cat([top, *pyramid], 1)), size=x.shape[-2:], mode="bilinear",
                              align_corners=False)
 

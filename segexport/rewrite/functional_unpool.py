@@ -1,5 +1,7 @@
 """Rule ``functional_unpool``: ``F.max_pool2d(..., return_indices=True)`` + ``F.max_unpool2d``
-calls -> the same switch-based unpooling as :mod:`segexport.rewrite.unpool_for_tensorrt`.
+calls -> the same switch-based unpooling as :mod:`segexport.rewrite.unpool_for_tensorrt`; and
+``F.adaptive_max_pool2d`` calls -> :class:`~segexport.rewrite.fixed_adaptive_pool.FixedMaxPool2d`
+(torch cannot export adaptive max pooling at bins that do not divide the map).
 
 Users' SegNet-style networks often call the functions instead of holding ``nn.MaxPool2d`` /
 ``nn.MaxUnpool2d`` modules, so there is no module to replace. This rule wraps the whole model
@@ -31,11 +33,12 @@ from torch import nn
 
 from segexport.rewrite import RewriteRecord
 from segexport.rewrite.common import max_abs_diff, record, square
+from segexport.rewrite.fixed_adaptive_pool import FixedMaxPool2d
 from segexport.rewrite.unpool_for_tensorrt import SwitchUnpool
 
 RULE = "functional_unpool"
 _record = partial(record, RULE)
-_ORIGINAL_POOL, _ORIGINAL_UNPOOL = F.max_pool2d, F.max_unpool2d
+_ORIGINAL_POOL, _ORIGINAL_UNPOOL, _ORIGINAL_ADAPTIVE_MAX = F.max_pool2d, F.max_unpool2d, F.adaptive_max_pool2d
 
 
 def _kernel(kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool) -> int | None:
@@ -65,14 +68,24 @@ def _switch_unpool(input: torch.Tensor, indices: torch.Tensor, kernel_size: Any,
     return _ORIGINAL_UNPOOL(input, indices, kernel_size, stride, padding, output_size)
 
 
+def _fixed_adaptive_max(input: torch.Tensor, output_size: Any, return_indices: bool = False) -> Any:
+    """``F.adaptive_max_pool2d`` as :class:`FixedMaxPool2d` for this input's (static) size."""
+    if return_indices:
+        return _ORIGINAL_ADAPTIVE_MAX(input, output_size, return_indices)
+    h, w = int(input.shape[-2]), int(input.shape[-1])
+    bh, bw = (output_size, output_size) if isinstance(output_size, int) else output_size
+    return FixedMaxPool2d((h, w), (h if bh is None else bh, w if bw is None else bw))(input)
+
+
 @contextmanager
-def _functions(pool: Any, unpool: Any) -> Iterator[None]:
-    saved = F.max_pool2d, F.max_unpool2d
+def _functions(pool: Any, unpool: Any, adaptive_max: Any = None) -> Iterator[None]:
+    saved = F.max_pool2d, F.max_unpool2d, F.adaptive_max_pool2d
     F.max_pool2d, F.max_unpool2d = pool, unpool
+    F.adaptive_max_pool2d = adaptive_max or saved[2]
     try:
         yield
     finally:
-        F.max_pool2d, F.max_unpool2d = saved
+        F.max_pool2d, F.max_unpool2d, F.adaptive_max_pool2d = saved
 
 
 class FunctionalSwitches(nn.Module):
@@ -84,8 +97,17 @@ class FunctionalSwitches(nn.Module):
         self.input_divisor = getattr(model, "input_divisor", 1)
 
     def forward(self, x: torch.Tensor) -> Any:
-        with _functions(_switch_pool, _switch_unpool):
+        with _functions(_switch_pool, _switch_unpool, _fixed_adaptive_max):
             return self.model(x)
+
+
+def _stack_modules() -> list[Any]:
+    """The ``self`` of every frame on the stack (to tell a module's own call of a function from a user's)."""
+    frame, found = inspect.currentframe(), []
+    while frame is not None:
+        found.append(frame.f_locals.get("self"))
+        frame = frame.f_back
+    return found
 
 
 def _calls(model: nn.Module, example: torch.Tensor) -> tuple[Any, list[tuple[str, str]]]:
@@ -113,7 +135,12 @@ def _calls(model: nn.Module, example: torch.Tensor) -> tuple[Any, list[tuple[str
         seen.append(("max_unpool2d", caller()))
         return _ORIGINAL_UNPOOL(*args, **kwargs)
 
-    with torch.no_grad(), _functions(pool, unpool):
+    def adaptive_max(*args: Any, **kwargs: Any) -> Any:
+        if not any(isinstance(m, nn.AdaptiveMaxPool2d) for m in _stack_modules()):
+            seen.append(("adaptive_max_pool2d", caller()))
+        return _ORIGINAL_ADAPTIVE_MAX(*args, **kwargs)
+
+    with torch.no_grad(), _functions(pool, unpool, adaptive_max):
         out = model(example)
     return out, seen
 
@@ -126,8 +153,7 @@ def rewrite_functional_unpools(model: nn.Module, example: torch.Tensor) -> tuple
         The model to go on with and one record per functional call site (none without such calls).
     """
     before, calls = _calls(model, example)
-    unpools = [c for c in calls if c[0] == "max_unpool2d"]
-    if not unpools:
+    if not any(kind in ("max_unpool2d", "adaptive_max_pool2d") for kind, _ in calls):
         return model, []
     targets = list(dict.fromkeys(f"{where}: F.{kind}" for kind, where in calls))
     wrapped = FunctionalSwitches(model).eval()
@@ -138,6 +164,9 @@ def rewrite_functional_unpools(model: nn.Module, example: torch.Tensor) -> tuple
             and before.shape == after.shape else float("nan")
         return model, [_record(t, "kept", f"not bitwise equal on the example (max diff {diff:.3g}); pools must be "
                                "non-overlapping (kernel = stride, no padding)") for t in targets]
-    return wrapped, [_record(t, "replaced", "functional pool/unpool through the pool's input (first-max mask)",
-                             0.0, calls=sum(1 for kind, where in calls if f"{where}: F.{kind}" == t))
+    reasons = {"adaptive_max_pool2d": "fixed max pooling for the export size (static_hw)"}
+    return wrapped, [_record(t, "replaced", reasons.get(t.rsplit(".", 1)[-1],
+                                                        "functional pool/unpool through the pool's input (first-max mask)"),
+                             0.0, calls=sum(1 for kind, where in calls if f"{where}: F.{kind}" == t),
+                             static_hw=t.endswith("adaptive_max_pool2d"))
                      for t in targets]

@@ -172,6 +172,8 @@ def test_each_style_trains_and_builds_with_fp16_and_both_int8_targets_within_bud
     replaced = {(r["rule"], r["target"]) for r in rewrites["rewrites"] if r["action"] == "replaced" and r["rule"] != "model"}
     if style == "make_segnet":  # functional pools and unpools, reached by wrapping the model
         assert replaced == {("functional_unpool", "net: F.max_pool2d"), ("functional_unpool", "net: F.max_unpool2d")}
+    if style == "make_functional_psp":  # the functional adaptive max pool, fixed; the average ones the exporter takes
+        assert replaced == {("functional_unpool", "net: F.adaptive_max_pool2d")}
     if style == "make_psp":  # bins 3 and 5 do not divide the 8x8 map: frozen as fixed pools
         assert {t for rule, t in replaced if rule == "fixed_adaptive_pool"} == {f"net.stages.{i}.0" for i in range(3)}
     if style == "make_data_parallel":  # the DataParallel file's module. prefix is gone
