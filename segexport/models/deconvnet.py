@@ -1,0 +1,116 @@
+"""DeconvNet.
+
+Noh, Hong and Han, "Learning Deconvolution Network for Semantic Segmentation", ICCV 2015
+(https://arxiv.org/abs/1505.04366). ``paper`` size: the VGG16 encoder with batch norm after every
+convolution (torchvision's ``vgg16_bn`` keys, so ImageNet weights load through
+``--backbone-checkpoint``) and max-pools that keep their switches; fc6 as a 7x7 *valid*
+convolution (4096 channels) that turns the 7x7 pool5 map of a 224x224 input into 1x1, fc7 as a
+1x1 convolution; then the mirrored deconvolution network: a 7x7 transposed convolution back to
+7x7 (deconv-fc6), and per encoder stage, deepest first, unpooling with that stage's switches and
+3x3 stride-1 transposed convolutions with batch norm and ReLU (3, 3, 3, 2, 2 of them), a 1x1
+classifier at the end. Whole-image inference: the paper's instance-wise proposals are a test-time
+ensemble, not the network. About 250M parameters.
+
+``tiny`` keeps the graph at widths 24..64, 128-channel fc layers, fc6 2x2 (valid, as the
+paper's: a 128x128 input's 4x4 pool5 map becomes 3x3) and one transposed convolution per
+decoder stage. Inputs must be multiples of 32 and at least 32 x fc6's kernel on each side
+(224 for the paper size, 64 for tiny).
+
+Pools and unpools are ``nn.MaxPool2d(return_indices=True)`` / ``nn.MaxUnpool2d`` modules (the
+encoder is SegNet's), so the ``unpool_for_tensorrt`` rewrite replaces them exactly, ties
+included; the stride-1 transposed convolutions stay (TensorRT runs them, and
+``deconv_to_resize`` only targets upsampling ones).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segexport.models.registry import register_model
+from segexport.models.segnet import PAPER_WIDTHS, TINY_WIDTHS, SegNetEncoder
+from segexport.models.shell import SegmentationModel
+
+PAPER_DECODER_CONVS = (2, 2, 3, 3, 3)  # per stage, shallowest first, as the encoder's
+TINY_DECODER_CONVS = (1, 1, 1, 1, 1)
+
+
+def deconv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+    """A stride-1 transposed convolution (same size out for kernel 3), batch norm, ReLU."""
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, kernel, padding=kernel // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class DeconvNetDecoder(nn.Module):
+    """fc6 (valid) -> fc7 -> deconv-fc6 -> per stage: unpool with the switches, deconvolutions.
+
+    Args:
+        widths: channels of the encoder's five stages.
+        convs_per_stage: transposed convolutions per decoder stage, shallowest first.
+        num_classes: output classes.
+        fc_channels: fc6/fc7 width (4096 in the paper).
+        fc6_kernel: fc6's kernel and deconv-fc6's (7 in the paper: the pool5 map of 224x224).
+    """
+
+    def __init__(self, widths: tuple[int, ...], convs_per_stage: tuple[int, ...], num_classes: int, *,
+                 fc_channels: int, fc6_kernel: int) -> None:
+        super().__init__()
+        c5 = widths[-1]
+        self.fc6 = nn.Sequential(nn.Conv2d(c5, fc_channels, fc6_kernel, bias=False), nn.BatchNorm2d(fc_channels),
+                                 nn.ReLU(inplace=True))
+        self.fc7 = nn.Sequential(nn.Conv2d(fc_channels, fc_channels, 1, bias=False), nn.BatchNorm2d(fc_channels),
+                                 nn.ReLU(inplace=True))
+        self.deconv_fc6 = nn.Sequential(nn.ConvTranspose2d(fc_channels, c5, fc6_kernel, bias=False),
+                                        nn.BatchNorm2d(c5), nn.ReLU(inplace=True))
+        self.unpools = nn.ModuleList(nn.MaxUnpool2d(2, stride=2) for _ in widths)
+        stages = []
+        for i, (width, n) in enumerate(zip(widths, convs_per_stage)):
+            out = widths[i - 1] if i > 0 else width
+            stages.append(nn.Sequential(*[deconv_bn_relu(width, width) for _ in range(n - 1)],
+                                        deconv_bn_relu(width, out)))
+        self.stages = nn.ModuleList(stages)
+        self.cls = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor, indices: list[torch.Tensor]) -> torch.Tensor:
+        x = self.deconv_fc6(self.fc7(self.fc6(x)))
+        for i in reversed(range(len(self.stages))):
+            x = self.stages[i](self.unpools[i](x, indices[i]))
+        return self.cls(x)
+
+
+class DeconvNet(SegmentationModel):
+    """SegNet's encoder with switches -> the deconvolution network; logits at input size."""
+
+    backbone: SegNetEncoder
+    classifier: DeconvNetDecoder
+
+    def __init__(self, backbone: SegNetEncoder, classifier: DeconvNetDecoder) -> None:
+        super().__init__(backbone, classifier, upsample_to_input=False, input_divisor=32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[N, C, H, W]`` for images ``[N, 3, H, W]``."""
+        pooled, indices = self.backbone.forward_with_indices(x)
+        return self.classifier(pooled[-1], indices)
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Logits and no auxiliary logits."""
+        return self.forward(x), None
+
+
+@register_model(
+    "deconvnet",
+    summary="DeconvNet: VGG16-BN encoder, fc6/fc7, mirrored unpooling + deconvolution network",
+    paper="Noh, Hong and Han, Learning Deconvolution Network for Semantic Segmentation, ICCV 2015",
+)
+def deconvnet(*, size: str = "tiny", num_classes: int = 21) -> SegmentationModel:
+    """DeconvNet (https://arxiv.org/abs/1505.04366).
+
+    Args:
+        size: "paper" (VGG16-BN, 4096-channel fc6 7x7 / fc7, 13 deconvolutions) or "tiny".
+        num_classes: output classes.
+    """
+    paper = size == "paper"
+    encoder = SegNetEncoder(PAPER_WIDTHS if paper else TINY_WIDTHS)
+    decoder = DeconvNetDecoder(encoder.feature_info.channels, PAPER_DECODER_CONVS if paper else TINY_DECODER_CONVS,
+                               num_classes, fc_channels=4096 if paper else 128, fc6_kernel=7 if paper else 2)
+    return DeconvNet(encoder, decoder)
