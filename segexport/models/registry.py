@@ -46,7 +46,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 # Architecture modules register themselves on import. Every module of this package except the
 # registry and the shell is an architecture file; this order is the order `segexport list` shows.
 _ORDER = (
-    "fcn", "unet", "segnet", "pspnet", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3p", "parsenet", "deconvnet", "fpn",
+    "fcn", "unet", "segnet", "pspnet", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3p", "parsenet", "deconvnet", "fpn", "encnet",
     "torchvision_compat",
 )
 _NOT_ARCHITECTURES = {"registry", "shell", "foreign"}
