@@ -21,6 +21,7 @@ pooling is a mean over the map's own height and width, so it tracks the input si
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segexport.models.registry import register_model
@@ -42,7 +43,10 @@ class L2Norm(nn.Module):
         # x / ||x|| == y / ||y|| for y = x / max|x|: every square is <= 1, so the sum of squares
         # stays finite in FP16 (4096 channels of fc7 values in the tens would pass 65504).
         y = x / x.abs().amax(dim=1, keepdim=True).clamp_min(EPS)
-        return y / torch.sqrt(y.square().sum(dim=1, keepdim=True) + EPS) * self.scale
+        # The sum over channels as a 1x1 convolution with ones: ONNX Runtime's ReduceSum rounds
+        # differently at batch 1 and 4, its convolution does not (a max needs no rounding).
+        squares = F.conv2d(y.square(), y.new_ones(1, y.shape[1], 1, 1))
+        return y / torch.sqrt(squares + EPS) * self.scale
 
 
 class ParseNetHead(nn.Module):
@@ -69,7 +73,7 @@ class ParseNetHead(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         x = self.drop(self.relu(self.fc6(feats[-1])))
         x = self.drop(self.relu(self.fc7(x)))
-        context = self.norm_context(x.mean(dim=(2, 3), keepdim=True)).expand_as(x)  # "unpool": broadcast
+        context = self.norm_context(F.adaptive_avg_pool2d(x, 1)).expand_as(x)  # "unpool": broadcast
         return self.score(self.drop(torch.cat([self.norm_local(x), context], dim=1)))
 
 
