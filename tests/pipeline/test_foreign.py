@@ -110,6 +110,8 @@ def test_cli_rejects_bad_model_options_in_one_line(tmp_path):
                           "--std must be three numbers > 0")
     assert_one_line_error(run_cli("export", "--model", spec("make_not_a_module"), cwd=TESTS),
                           "returned a NotAModule, not a torch.nn.Module")
+    assert_one_line_error(run_cli("train", "--model", spec("make_three_d"), cwd=TESTS),
+                          "forward returned a 3-D tensor")
     bad = tmp_path / "bad.pth"
     torch.save({"encoder.body.stem.0.0.weight": torch.zeros(1)}, bad)
     assert_one_line_error(run_cli("export", "--model", spec("make_tuple"), "--checkpoint", str(bad), cwd=TESTS),
