@@ -15,8 +15,10 @@ ensemble, not the network. About 250M parameters.
 paper's: a 96x96 input's 3x3 pool5 map becomes 2x2) and one 3x3 layer per decoder stage (two at
 full resolution, as SegNet's tiny decoder), He-initialised, as plain convolutions: a stride-1
 transposed convolution is a convolution with a flipped kernel, and PyTorch's CPU backward of
-the transposed form made tiny training 2x slower. The first tiny version (transposed, one layer
-per stage, default initialisation) stayed at "all background": val mIoU 0.13 after 18 epochs. Inputs must be multiples of 32 and at least 32 x fc6's kernel on each side
+the transposed form is slower. Trained from scratch (the paper starts from ImageNet VGG16), the
+decoder behind the fc6/fc7 bottleneck learned nothing: val mIoU 0.13 ("all background") after
+18 epochs, with transposed or plain layers, one or two at full resolution; tiny therefore adds
+pool5 to deconv-fc6's output, so the unpooling path sees the encoder's features as SegNet's does. Inputs must be multiples of 32 and at least 32 x fc6's kernel on each side
 (224 for the paper size, 64 for tiny).
 
 Pools and unpools are ``nn.MaxPool2d(return_indices=True)`` / ``nn.MaxUnpool2d`` modules (the
@@ -56,13 +58,15 @@ class DeconvNetDecoder(nn.Module):
         num_classes: output classes.
         fc_channels: fc6/fc7 width (4096 in the paper).
         fc6_kernel: fc6's kernel and deconv-fc6's (7 in the paper: the pool5 map of 224x224).
+        fc_skip: add pool5 to deconv-fc6's output (tiny only: from scratch, the decoder behind the
+            fc bottleneck learned nothing, see the module docstring).
         transposed: the decoder's 3x3 layers as stride-1 transposed convolutions (the paper's) or
             as the plain convolutions they equal up to a flipped kernel (tiny: PyTorch's CPU
             backward of transposed convolutions made training 2x slower).
     """
 
     def __init__(self, widths: tuple[int, ...], convs_per_stage: tuple[int, ...], num_classes: int, *,
-                 fc_channels: int, fc6_kernel: int, transposed: bool = True) -> None:
+                 fc_channels: int, fc6_kernel: int, transposed: bool = True, fc_skip: bool = False) -> None:
         super().__init__()
         c5 = widths[-1]
         self.fc6 = nn.Sequential(nn.Conv2d(c5, fc_channels, fc6_kernel, bias=False), nn.BatchNorm2d(fc_channels),
@@ -79,9 +83,11 @@ class DeconvNetDecoder(nn.Module):
                                         deconv_bn_relu(width, out, transposed=transposed)))
         self.stages = nn.ModuleList(stages)
         self.cls = nn.Conv2d(widths[0], num_classes, 1)
+        self.fc_skip = fc_skip
 
     def forward(self, x: torch.Tensor, indices: list[torch.Tensor]) -> torch.Tensor:
-        x = self.deconv_fc6(self.fc7(self.fc6(x)))
+        fc = self.deconv_fc6(self.fc7(self.fc6(x)))
+        x = x + fc if self.fc_skip else fc
         for i in reversed(range(len(self.stages))):
             x = self.stages[i](self.unpools[i](x, indices[i]))
         return self.cls(x)
@@ -122,5 +128,5 @@ def deconvnet(*, size: str = "tiny", num_classes: int = 21) -> SegmentationModel
     encoder = SegNetEncoder(PAPER_WIDTHS if paper else TINY_WIDTHS)
     decoder = DeconvNetDecoder(encoder.feature_info.channels, PAPER_DECODER_CONVS if paper else TINY_DECODER_CONVS,
                                num_classes, fc_channels=4096 if paper else 128, fc6_kernel=7 if paper else 2,
-                               transposed=paper)
+                               transposed=paper, fc_skip=not paper)
     return DeconvNet(encoder, decoder)
