@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from segexport.models.registry import register_model
-from segexport.models.segnet import PAPER_WIDTHS, TINY_WIDTHS, SegNetEncoder
+from segexport.models.segnet import PAPER_WIDTHS, TINY_WIDTHS, SegNet, SegNetEncoder
 from segexport.models.shell import SegmentationModel
 
 PAPER_DECODER_CONVS = (2, 2, 3, 3, 3)  # per stage, shallowest first, as the encoder's
@@ -93,23 +93,11 @@ class DeconvNetDecoder(nn.Module):
         return self.cls(x)
 
 
-class DeconvNet(SegmentationModel):
-    """SegNet's encoder with switches -> the deconvolution network; logits at input size."""
+class DeconvNet(SegNet):
+    """SegNet's encoder with switches -> the deconvolution network (SegNet's forward: the deepest
+    pooled feature and every pool's switches go to the decoder); logits at input size."""
 
-    backbone: SegNetEncoder
-    classifier: DeconvNetDecoder
-
-    def __init__(self, backbone: SegNetEncoder, classifier: DeconvNetDecoder) -> None:
-        super().__init__(backbone, classifier, upsample_to_input=False, input_divisor=32)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``[N, C, H, W]`` for images ``[N, 3, H, W]``."""
-        pooled, indices = self.backbone.forward_with_indices(x)
-        return self.classifier(pooled[-1], indices)
-
-    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        """Logits and no auxiliary logits."""
-        return self.forward(x), None
+    classifier: DeconvNetDecoder  # type: ignore[assignment]
 
 
 @register_model(
