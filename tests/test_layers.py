@@ -20,7 +20,7 @@ PACKAGE = Path(segexport.__file__).parent
 # Bottom first. A module may import its own tier and any tier below it, never one above.
 TIERS: tuple[frozenset[str], ...] = tuple(frozenset(t) for t in (
     {"", "errors", "progress", "limits", "error_map", "locks", "hashing", "ownership", "fsutil", "recipe",
-     "metrics", "onnx_graph"},
+     "metrics", "onnx_graph", "interrupts"},
     {"data"},
     {"distributed"},
     {"nn"},

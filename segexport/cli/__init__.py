@@ -25,12 +25,15 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from segexport import interrupts
 from segexport.error_map import as_segexport_error
+from segexport.interrupts import Interrupted
 from segexport.locks import command_locks
 
 EX_SOFTWARE = 70
@@ -47,16 +50,6 @@ app = typer.Typer(
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 _interrupt_hint = DEFAULT_INTERRUPT_HINT
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no
-    ``except Exception`` swallows it; a type of its own so that Typer does not turn it into a
-    silent exit 130 before ``main`` can say what was kept."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 def set_interrupt_hint(text: str) -> None:
@@ -77,12 +70,19 @@ def _signals_raise_interrupted() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != main_pid:
             raise KeyboardInterrupt
+        interrupts.note(signum)  # kept in case the exception lands in a finalizer and is ignored
         raise Interrupted(signum)
 
+    def unraisable(info: Any) -> None:
+        if not isinstance(info.exc_value, Interrupted):  # ours is pending and raised at the next check
+            previous_hook(info)
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for sig, old in previous.items():
             signal.signal(sig, old)
 
@@ -102,10 +102,17 @@ def _internal_error(exc: Exception) -> int:
 
 def _run_app() -> int:
     """Run the app; the exit code of what it raised (SystemExit from Typer passes through)."""
+    interrupts.clear()
     try:
         _register_commands()
         with command_locks(" ".join(["segexport", *sys.argv[1:3]])):
-            app()
+            try:
+                app()
+            except SystemExit as done:
+                if done.code in (0, None):
+                    interrupts.raise_if_pending()
+                raise
+            interrupts.raise_if_pending()
     except Interrupted as exc:
         _print_line(f"interrupted: {_interrupt_hint}")
         return 128 + exc.signum

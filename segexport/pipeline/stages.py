@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from segexport.fsutil import write_json
+from segexport.interrupts import raise_if_pending
 from segexport.pipeline.cache import StageRecord, StageStore, key_of
 
 LAST_RUN = "last_run.json"
@@ -64,6 +65,7 @@ class Stages:
         """Reuse ``name``'s record when its key (the hash of ``inputs``) and outputs hold and
         ``accept`` (if given) takes it; else run ``work`` (which returns the files it wrote and
         facts to keep) and record it."""
+        raise_if_pending()  # a signal whose exception a finalizer swallowed stops the build here
         key = key_of(inputs)
         record = self.store.reusable(name, key, accept)
         if record is not None:
@@ -76,6 +78,7 @@ class Stages:
         self.store.forget(name)
         started = time.perf_counter()
         outputs, info = work()
+        raise_if_pending()
         record = self.store.save(name, key, inputs, outputs, info)
         seconds = time.perf_counter() - started
         self.log(f"{name}: done in {seconds:.1f} s")
@@ -89,9 +92,11 @@ class Stages:
 
     def timed(self, name: str, describe: str, work: Callable[[], Any]) -> Any:
         """Run an uncached stage (verification), logging and timing it; return its result."""
+        raise_if_pending()
         self.log(f"{name}: {describe}{self._estimate(name)}")
         started = time.perf_counter()
         result = work()
+        raise_if_pending()
         seconds = time.perf_counter() - started
         self.log(f"{name}: done in {seconds:.1f} s")
         self.statuses.append(StageStatus(name, "ran", round(seconds, 2)))
