@@ -50,8 +50,8 @@ class Encoding(nn.Module):
         pixels = x.reshape(n, c, -1).transpose(1, 2)  # [N, HW, C]
         d = self.codewords
         # ||x_i - d_k||^2 = ||x_i||^2 - 2 x_i.d_k + ||d_k||^2, without the [N, HW, K, C] tensor. The
-        # dot products are a 1x1 convolution with the codewords: a MatMul broadcasting them over a
-        # flattened batch rounded differently at batch 1 and 4 in ONNX Runtime (2e-7).
+        # dot products are a 1x1 convolution with the codewords (ONNX Runtime's convolutions give
+        # the same per-image results at batch 1 and 4).
         dots = F.conv2d(x, d[:, :, None, None]).reshape(n, d.shape[0], -1).transpose(1, 2)  # [N, HW, K]
         dist = pixels.square().sum(-1, keepdim=True) - 2.0 * dots + d.square().sum(-1)
         assign = torch.softmax(self.scale * dist, dim=-1)  # [N, HW, K]

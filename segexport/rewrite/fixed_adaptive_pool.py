@@ -55,7 +55,29 @@ def averaging_matrix(size: int, bins: int) -> torch.Tensor:
     return m
 
 
-class FixedAvgPool2d(nn.Module):
+class _FixedPool(nn.Module):
+    """What both fixed pools share: the size they were built for, and refusing any other."""
+
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    mode: str
+
+    def extra_repr(self) -> str:
+        return f"input_size={self.input_size}, output_size={self.output_size}, mode={self.mode}"
+
+    def _check(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[-2:]) != self.input_size:
+            h, w = self.input_size
+            raise InputError(f"fixed pooling was built for {h}x{w} feature maps, got {x.shape[-2]}x{x.shape[-1]}; "
+                             "rewrite the model at the input size you export")
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        """Kernel = stride where the bins divide the map."""
+        return self.input_size[0] // self.output_size[0], self.input_size[1] // self.output_size[1]
+
+
+class FixedAvgPool2d(_FixedPool):
     """Adaptive average pooling frozen for one input size (see the module docstring).
 
     Args:
@@ -77,25 +99,16 @@ class FixedAvgPool2d(nn.Module):
         self.register_buffer("rows", averaging_matrix(h, bh).float(), persistent=False)
         self.register_buffer("cols", averaging_matrix(w, bw).T.contiguous().float(), persistent=False)
 
-    def extra_repr(self) -> str:
-        return f"input_size={self.input_size}, output_size={self.output_size}, mode={self.mode}"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "mean":
             return x.mean(dim=(-2, -1), keepdim=True)
-        if tuple(x.shape[-2:]) != self.input_size:
-            h, w = self.input_size
-            raise InputError(
-                f"fixed pooling was built for {h}x{w} feature maps, got "
-                f"{x.shape[-2]}x{x.shape[-1]}; rewrite the model at the input size you export"
-            )
+        self._check(x)
         if self.mode == "avgpool":
-            kernel = (self.input_size[0] // self.output_size[0], self.input_size[1] // self.output_size[1])
-            return F.avg_pool2d(x, kernel, stride=kernel)
+            return F.avg_pool2d(x, self.kernel, stride=self.kernel)
         return torch.matmul(torch.matmul(self.rows, x), self.cols)
 
 
-class FixedMaxPool2d(nn.Module):
+class FixedMaxPool2d(_FixedPool):
     """Adaptive max pooling frozen for one input size, bitwise exact (a max needs no arithmetic).
 
     ``max`` (one bin: ReduceMax, any size), ``maxpool`` (bins divide the map: MaxPool with
@@ -111,19 +124,12 @@ class FixedMaxPool2d(nn.Module):
         self.mode = "max" if (bh, bw) == (1, 1) else "maxpool" if h % bh == 0 and w % bw == 0 else "windows"
         self.row_windows, self.col_windows = adaptive_windows(h, bh), adaptive_windows(w, bw)
 
-    def extra_repr(self) -> str:
-        return f"input_size={self.input_size}, output_size={self.output_size}, mode={self.mode}"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "max":
             return x.amax(dim=(-2, -1), keepdim=True)
-        if tuple(x.shape[-2:]) != self.input_size:
-            h, w = self.input_size
-            raise InputError(f"fixed pooling was built for {h}x{w} feature maps, got {x.shape[-2]}x{x.shape[-1]}; "
-                             "rewrite the model at the input size you export")
+        self._check(x)
         if self.mode == "maxpool":
-            kernel = (self.input_size[0] // self.output_size[0], self.input_size[1] // self.output_size[1])
-            return F.max_pool2d(x, kernel, stride=kernel)
+            return F.max_pool2d(x, self.kernel, stride=self.kernel)
         rows = [torch.cat([x[..., r0:r1, c0:c1].amax(dim=(-2, -1), keepdim=True) for c0, c1 in self.col_windows], -1)
                 for r0, r1 in self.row_windows]
         return torch.cat(rows, dim=-2)

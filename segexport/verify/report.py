@@ -46,8 +46,6 @@ from segexport.ownership import claim_outputs
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, load_val, logit_error
 from segexport.progress import progress_bar
 from segexport.runners import open_runner
-from segexport.runners.registry import get_backend
-from segexport.runners.torch_runner import TorchRunner
 from segexport.verify import latency as lat
 from segexport.verify.crf_rows import measure_crf_rows
 from segexport.verify.integrity import check_artifacts, check_counts
@@ -64,12 +62,12 @@ from segexport.verify.parity import (
     summed_counts,
 )
 from segexport.verify.plots import LATENCY_PNG, PARITY_PNG, write_pictures
+from segexport.verify.reference import is_reference, reference_config, reference_spec
 from segexport.verify.render import JUNIT_SOURCE, render_markdown, write_junit
 
 T = TypeVar("T")
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 REPORT_FILES = (REPORT_JSON, REPORT_MD, PARITY_PNG, LATENCY_PNG)
-REFERENCE_NAME = "pytorch"
 # PyTorch in float16 is an accuracy check (true half arithmetic); CPUs without native half
 # kernels emulate it, minutes per image at paper size, so it is not timed on its own.
 EMULATED_HALF = ("accuracy not measured, and PyTorch's float16 on a CPU is an accuracy check in emulated half "
@@ -92,37 +90,6 @@ class _Shared:
     world_size: int = 1
     reference: RowPredictions | None = None
     reference_miou: float | None = None
-
-
-def _reference_spec(manifest: BuildManifest) -> VariantSpec:
-    """The reference row: PyTorch FP32 on the checkpoint, or (a build from an ONNX file, which
-    has no PyTorch model) the FP32 ONNX on its backend, named after that backend's rows."""
-    name = REFERENCE_NAME if manifest.reference_backend == "torch" else get_backend(manifest.reference_backend).row
-    return VariantSpec(name=name, backend=manifest.reference_backend, precision="fp32", target=None,
-                       artifact=manifest.reference, budget_pts=None)
-
-
-def _is_reference(spec: VariantSpec, manifest: BuildManifest) -> bool:
-    return spec.name == _reference_spec(manifest).name and spec.budget_pts is None
-
-
-def _reference_config(root: Path, manifest: BuildManifest) -> ModelConfig:
-    """The reference's config: the checkpoint's (its loading also proves it sound), or for an
-    FP32 ONNX reference the one its segexport metadata describes."""
-    if manifest.reference_backend != "torch":
-        from segexport.precision.onnx_model import read_model_info
-
-        info = read_model_info(root / manifest.reference)
-        if not info.classes:
-            raise InputError(f"{root / manifest.reference}: names no classes; re-run `segexport build` on the ONNX file")
-        return ModelConfig(arch=info.arch or manifest.arch, build_args={}, classes=tuple(info.classes),
-                           preprocess=info.preprocess)
-    with TorchRunner(root / manifest.reference) as runner:
-        config = runner.config
-    if config.arch != manifest.arch:
-        raise InputError(f"{root / manifest.reference}: a {config.arch} checkpoint, but build.json says "
-                         f"{manifest.arch}; re-run `segexport build {manifest.arch}`")
-    return config
 
 
 def _shard_block(root: Path, manifest: BuildManifest, threads: int) -> int:
@@ -237,7 +204,7 @@ def _measure(shared: _Shared, spec: VariantSpec) -> tuple[dict[str, Any], RowPre
 
 def _measure_all(shared: _Shared, manifest: BuildManifest, progress: bool) -> tuple[dict, list[dict], dict]:
     """The reference row, the variant rows and each measured row's lead prediction (by name)."""
-    specs = [_reference_spec(manifest), *manifest.variants]
+    specs = [reference_spec(manifest), *manifest.variants]
     predictions: dict[str, Prediction] = {}
     rows = []
     with progress_bar(progress) as bar:
@@ -247,9 +214,9 @@ def _measure_all(shared: _Shared, manifest: BuildManifest, progress: bool) -> tu
             row, preds = _measure(shared, spec)
             if preds is not None and preds.shown is not None:
                 predictions[spec.name] = preds.shown
-            if _is_reference(spec, manifest) and row.get("error"):
+            if is_reference(spec, manifest) and row.get("error"):
                 raise CheckFailed(f"the reference ({spec.name}) failed: {row['error']}")
-            if _is_reference(spec, manifest) and preds is not None:
+            if is_reference(spec, manifest) and preds is not None:
                 shared.reference, shared.reference_miou = preds, row["miou"]
             rows.append(row)
             bar.advance(task)
@@ -327,11 +294,11 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
     check_output_file(junit, "--junit", source=JUNIT_SOURCE, force=force)
     manifest = read_manifest(root)
     runs = check_counts(manifest, images, latency_runs)
-    check_artifacts(root, manifest, [_reference_spec(manifest), *manifest.variants])
+    check_artifacts(root, manifest, [reference_spec(manifest), *manifest.variants])
     if is_main_process():
         claim_outputs(root, REPORT_FILES, force=force, option="build folder", into_owned=True)
     accuracy = not (skip_accuracy or manifest.random_init)
-    config = _reference_config(root, manifest)
+    config = reference_config(root, manifest)
     threads, ctx = torch.get_num_threads(), current_context()
     block = _shard_block(root, manifest, threads) if accuracy else 1
     inputs = _load_inputs(manifest, config, data, images, accuracy, block)
@@ -339,7 +306,7 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
     try:
         reference, variants, predictions = _measure_all(shared, manifest, progress and is_main_process())
         _finish_rows(reference, variants)
-        measured = [(_reference_spec(manifest), reference), *zip(manifest.variants, variants)]
+        measured = [(reference_spec(manifest), reference), *zip(manifest.variants, variants)]
         crf = measure_crf_rows(root, manifest, measured, inputs, threads=threads, accuracy=accuracy,
                                progress=progress and is_main_process())
         report = _assemble(root, manifest, shared, reference, variants, accuracy, data)
