@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from segexport import ownership
+from segexport import interrupts, ownership
 from segexport.errors import InputError
 
 
@@ -56,6 +56,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        interrupts.raise_if_pending()  # a stop asked for while the file was written: keep the old one
         os.chmod(tmp_path, _default_mode())
         digest = ownership.file_digest(tmp_path)
         ownership.expect_file(target, digest)
@@ -104,6 +105,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=ownership.temporary_prefix(target.name), suffix=".part", dir=parent))
     try:
         yield tmp
+        interrupts.raise_if_pending()
         os.chmod(tmp, _default_mode(directory=True))
         ownership.seal_tree(tmp, target)
         if target.is_dir():
