@@ -48,6 +48,8 @@ class Recipe:
     lr: float = 0.003
     weight_decay: float = 1e-4
     aux_weight: float = 0.4
+    # Weight of a class-presence loss (EncNet's SE-loss; networks without that head ignore it).
+    se_weight: float = 0.2
     scale_min: float = 0.75
     scale_max: float = 1.5
     bf16: bool | None = None
@@ -164,7 +166,7 @@ def _check_bounds(recipe: Recipe, origin: str) -> Recipe:
 
 
 # Keys holding real numbers: (smallest value, whether it must be strictly greater).
-_NUMBERS = {"lr": (0.0, False), "weight_decay": (0.0, False), "aux_weight": (0.0, False), "scale_min": (0.0, True),
+_NUMBERS = {"lr": (0.0, False), "weight_decay": (0.0, False), "aux_weight": (0.0, False), "se_weight": (0.0, False), "scale_min": (0.0, True),
             "scale_max": (0.0, True), "budget_int8": (0.0, False), "budget_int8_cpu": (0.0, False),
             "budget_fp16": (0.0, False), "crf_appearance_weight": (0.0, False), "crf_appearance_xy": (0.0, True),
             "crf_appearance_rgb": (0.0, True), "crf_smoothness_weight": (0.0, False), "crf_smoothness_xy": (0.0, True)}

@@ -68,12 +68,13 @@ class TrainConfig:
     bf16: bool | None = None  # bfloat16 autocast for training steps; None: where the device has bf16 kernels
     sync_bn: bool = False  # SyncBatchNorm across the processes of a distributed run (CUDA only)
     class_balance: str | None = None  # "median_frequency": per-class loss weights from the training masks
+    se_weight: float = 0.2  # the class-presence (SE) loss of networks that have that head
 
     @classmethod
     def from_recipe(cls, r: Recipe) -> TrainConfig:
         return cls(
             r.epochs, r.batch_size, r.lr, r.weight_decay, r.aux_weight, r.scale_min, r.scale_max, r.seed,
-            bf16=r.bf16, sync_bn=r.sync_bn, class_balance=r.class_balance,
+            bf16=r.bf16, sync_bn=r.sync_bn, class_balance=r.class_balance, se_weight=r.se_weight,
         )
 
     def use_bf16(self, device: torch.device | None = None) -> bool:
@@ -140,6 +141,17 @@ def evaluate_model(
     return confusion_matrix(masks, predict_labels(model, images, preprocess), num_classes)
 
 
+def present_classes(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``[N, num_classes]`` float targets: 1 where the class occurs in the image's mask
+    (ignored pixels count for none), the target of EncNet's SE-loss."""
+    n = masks.shape[0]
+    labels = masks.reshape(n, -1).long()
+    valid = labels != IGNORE_INDEX
+    counts = torch.zeros(n, num_classes + 1, dtype=torch.long, device=masks.device)
+    counts.scatter_add_(1, torch.where(valid, labels, num_classes), valid.long())
+    return (counts[:, :num_classes] > 0).float()
+
+
 class _TrainForward(nn.Module):
     """``model.forward_train`` as a module's ``forward``: DistributedDataParallel syncs gradients
     only for what runs through its own ``forward``."""
@@ -165,7 +177,7 @@ def check_sync_bn(cfg: TrainConfig, ctx: DistContext | None) -> None:
 
 def _training_forward(
     model: SegmentationModel, cfg: TrainConfig, ctx: DistContext | None
-) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]:
+) -> Callable[[torch.Tensor], tuple[torch.Tensor | None, ...]]:
     """``model.forward_train``, through DistributedDataParallel (and SyncBatchNorm if asked) when distributed."""
     if ctx is None:
         return model.forward_train  # a single process: BatchNorm already sees the whole batch
@@ -198,7 +210,7 @@ def steps_per_epoch(count: int, batch_size: int, world_size: int = 1) -> int:
 class _Stepper:
     """One optimizer step on this process's slice of a global batch."""
 
-    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    forward: Callable[[torch.Tensor], tuple[torch.Tensor | None, ...]]
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     cfg: TrainConfig
@@ -217,10 +229,13 @@ class _Stepper:
         x = normalize_batch(images[idx].to(self.device), self.preprocess)
         x, y = augment(x, masks[idx].to(self.device), jitter[mine])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out, aux = self.forward(x)
+            out, aux, *presence = self.forward(x)
         loss = F.cross_entropy(out.float(), y, weight=self.weight, ignore_index=IGNORE_INDEX)
         if aux is not None:
             loss = loss + cfg.aux_weight * F.cross_entropy(aux.float(), y, weight=self.weight, ignore_index=IGNORE_INDEX)
+        if presence and presence[0] is not None:  # a class-presence head (EncNet's SE-loss)
+            loss = loss + cfg.se_weight * F.binary_cross_entropy_with_logits(
+                presence[0].float(), present_classes(y, presence[0].shape[1]))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()  # DistributedDataParallel averages the gradients over the processes here
         self.opt.step()

@@ -10,6 +10,7 @@ backbone with :func:`load_backbone_weights`. Files are read by
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -64,8 +65,8 @@ def model_from_weights_file(
         backbone: the backbone, for architectures that take one.
 
     Returns:
-        The model with the file's weights. Where the architecture takes ``aux``, the auxiliary
-        head is built exactly when the file has ``aux_classifier.*`` keys.
+        The model with the file's weights. The training-only heads the architecture can build
+        (``aux``, ``se_loss``) are built exactly when the file has their keys.
 
     Raises:
         InputError: the file is missing.
@@ -73,9 +74,7 @@ def model_from_weights_file(
             misshapen keys, summarised).
     """
     state = read_state_dict(path)
-    args: dict[str, object] = {"size": size, "backbone": backbone}
-    if "aux" in inspect.signature(get_entry(arch).builder).parameters:
-        args["aux"] = any(k.startswith(AUX_PREFIX) for k in state)
+    args: dict[str, object] = {"size": size, "backbone": backbone, **training_heads(arch, state)}
     if num_classes is None:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             probe = build_model(arch, **args)
@@ -86,6 +85,18 @@ def model_from_weights_file(
     described = ", ".join(f"{k}={v}" for k, v in {**args, "num_classes": num_classes}.items() if v is not None)
     fit_state_dict(model, _with_batch_counters(model.state_dict(), state), f"{arch} ({described})")
     return model.eval()
+
+
+# Training-only heads a builder may leave out: its argument -> the prefix of the head's keys.
+TRAINING_HEADS = {"aux": AUX_PREFIX, "se_loss": "classifier.se."}
+
+
+def training_heads(arch: str, keys: Iterable[str]) -> dict[str, bool]:
+    """For each training-only head ``arch``'s builder takes, whether the state dict's ``keys``
+    hold it (so a file without the head loads into a model without it)."""
+    params = inspect.signature(get_entry(arch).builder).parameters
+    keys = list(keys)
+    return {arg: any(k.startswith(prefix) for k in keys) for arg, prefix in TRAINING_HEADS.items() if arg in params}
 
 
 def _fc_conv_targets(model: SegmentationModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

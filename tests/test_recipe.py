@@ -43,3 +43,14 @@ def test_model_options_reach_the_builder():
     model = build_model(r.arch, **r.model_args(3))
     assert not any(p.requires_grad for p in model.classifier.upscores.parameters())
     assert not model.classifier.upscore_final.weight.requires_grad
+
+
+def test_every_training_key_reaches_the_train_config():
+    from segexport.train import TrainConfig
+
+    keys = {"epochs": 7, "batch_size": 3, "lr": 0.5, "weight_decay": 0.25, "aux_weight": 0.125, "scale_min": 0.5,
+            "scale_max": 2.0, "seed": 9, "se_weight": 0.75, "class_balance": "median_frequency"}
+    cfg = TrainConfig.from_recipe(recipe_from_dict({"arch": "encnet", **keys}, "x.toml"))
+    assert {k: getattr(cfg, k) for k in keys} == keys
+    with pytest.raises(ConfigError, match="se_weight"):
+        recipe_from_dict({"arch": "encnet", "se_weight": -1.0}, "x.toml")

@@ -11,9 +11,10 @@ the feature channels; dropout and a 1x1 classifier; an auxiliary FCN head on sta
 training, as the paper's. ``tiny`` keeps the graph on a narrow ResNet with 64 channels and 8
 codewords.
 
-The paper's SE-loss (a binary class-presence head on the encoded vector) is a training loss that
-segexport's training loop, built around per-pixel auxiliary logits, does not have yet; it is left
-out here, and only the inference graph matters for deployment (it would not be exported). The
+The paper's SE-loss: a fully connected head on the encoded vector predicts which classes the
+image holds, trained with binary cross-entropy weighted by the recipe's ``se_weight`` (0.2, the
+paper's). It runs only in ``forward_train``; ``forward``, and so the exported graph, never
+computes it (its weights are not in the ONNX file). The
 squared distances expand as ``||x||^2 - 2 x.d + ||d||^2`` (the dot products a 1x1 convolution
 with the codewords) instead of an ``[N, HW, K, C]`` tensor; the graph has Conv, ReduceSum,
 Softmax and one batched MatMul for the aggregation.
@@ -73,26 +74,38 @@ class ContextEncoding(nn.Module):
         self.fc = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_code(x)[0]
+
+    def forward_with_code(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attended features and the encoded vector ``[N, C]`` (the SE-loss head's input)."""
         codes = F.relu(self.norm(self.encoding(x))).unbind(dim=1)  # K x [N, C]
         # The mean over codewords as a chain of adds: ONNX Runtime's ReduceMean over that axis
         # rounded differently at batch 1 and 4.
         encoded = functools.reduce(torch.add, codes) / len(codes)
         gamma = torch.sigmoid(self.fc(encoded))
-        return F.relu(x + x * gamma[:, :, None, None])  # the paper's released code: x + x * gamma
+        return F.relu(x + x * gamma[:, :, None, None]), encoded  # the paper's released code: x + x * gamma
 
 
 class EncHead(nn.Module):
     """3x3 conv -> Context Encoding Module -> dropout -> 1x1 classifier, on the deepest feature."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, channels: int, codewords: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, *, channels: int, codewords: int,
+                 se_loss: bool = True) -> None:
         super().__init__()
         self.conv = conv_bn_relu(in_channels, channels, 3)
         self.context = ContextEncoding(channels, codewords)
         self.drop = nn.Dropout2d(0.1)
         self.cls = nn.Conv2d(channels, num_classes, 1)
+        # The SE-loss head: class-presence logits from the encoded vector (training only).
+        self.se = nn.Linear(channels, num_classes) if se_loss else None
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         return self.cls(self.drop(self.context(self.conv(feats[-1]))))
+
+    def forward_train(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and the SE head's class-presence logits ``[N, classes]`` (None without it)."""
+        x, encoded = self.context.forward_with_code(self.conv(feats[-1]))
+        return self.cls(self.drop(x)), (None if self.se is None else self.se(encoded))
 
 
 class AuxHead(nn.Module):
@@ -107,6 +120,20 @@ class AuxHead(nn.Module):
         return self.body(feats[-2])
 
 
+class EncNet(SegmentationModel):
+    """The shell, whose training forward also returns the SE head's class-presence logits."""
+
+    classifier: EncHead
+
+    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Logits, auxiliary logits (both at input size) and class-presence logits ``[N, classes]``
+        (the training loop adds the recipe's ``se_weight`` times their binary cross-entropy)."""
+        feats = self.backbone(x)
+        out, presence = self.classifier.forward_train(feats)
+        aux = None if self.aux_classifier is None else self._resize(self.aux_classifier(feats), x)
+        return self._resize(out, x), aux, presence
+
+
 @register_model(
     "encnet",
     summary="EncNet: dilated ResNet (OS 8), Context Encoding Module (Encoding layer, channel attention)",
@@ -115,7 +142,7 @@ class AuxHead(nn.Module):
     default_backbone={"paper": "resnet50", "tiny": "resnet_tiny"},
 )
 def encnet(*, size: str = "tiny", num_classes: int = 21, backbone: str | None = None,
-           aux: bool = True) -> SegmentationModel:
+           aux: bool = True, se_loss: bool = True) -> SegmentationModel:
     """EncNet (https://arxiv.org/abs/1803.08904).
 
     Args:
@@ -123,12 +150,13 @@ def encnet(*, size: str = "tiny", num_classes: int = 21, backbone: str | None = 
         num_classes: output classes.
         backbone: one of PAPER_BACKBONES (paper) or TINY_BACKBONES (tiny).
         aux: build the auxiliary FCN head (training only).
+        se_loss: build the SE-loss head (class presence from the encoded vector; training only).
     """
     paper = size == "paper"
     name = choose_backbone("encnet", size, backbone, PAPER_BACKBONES, TINY_BACKBONES)
     body = build_backbone(name, output_stride=8)
     channels, codewords = (512, 32) if paper else (64, 8)
     info = body.feature_info
-    head = EncHead(info.channels[-1], num_classes, channels=channels, codewords=codewords)
+    head = EncHead(info.channels[-1], num_classes, channels=channels, codewords=codewords, se_loss=se_loss)
     aux_head = AuxHead(info.channels[-2], num_classes, 256 if paper else 32) if aux else None
-    return SegmentationModel(body, head, aux_classifier=aux_head, input_divisor=info.output_stride)
+    return EncNet(body, head, aux_classifier=aux_head, input_divisor=info.output_stride)

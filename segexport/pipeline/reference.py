@@ -11,7 +11,6 @@ Four ways to get it, in this order of precedence:
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 from dataclasses import dataclass
@@ -132,9 +131,8 @@ def _classes(plan: BuildPlan) -> tuple[str, ...]:
 
 def _from_weights_file(plan: BuildPlan, weights: Path, dst: Path) -> None:
     """Load a state-dict file into ``ARCH`` and save it as the reference checkpoint folder."""
-    from segexport.models import get_entry
     from segexport.pipeline.sources import _class_names
-    from segexport.weights import model_from_weights_file
+    from segexport.weights import model_from_weights_file, training_heads
 
     if is_module_spec(plan.arch):
         _foreign_from_weights_file(plan, weights, dst)
@@ -145,8 +143,7 @@ def _from_weights_file(plan: BuildPlan, weights: Path, dst: Path) -> None:
     counted = _class_names(model)
     classes = data_classes if len(data_classes) == len(counted) else counted
     args: dict[str, Any] = {"size": size, "backbone": plan.backbone, "num_classes": len(classes)}
-    if "aux" in inspect.signature(get_entry(plan.arch).builder).parameters:
-        args["aux"] = any(k.startswith("aux_classifier.") for k in model.state_dict())
+    args.update(training_heads(plan.arch, model.state_dict()))
     config = ModelConfig(
         arch=plan.arch, build_args={k: v for k, v in args.items() if v is not None}, classes=classes,
         preprocess=recipe_preprocess(plan.recipe),

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 import torch
 
+from segexport.export.onnx_export import export_onnx
+from segexport.models import build_model
 from segexport.models.encnet import Encoding
 from segexport.models.parsenet import L2Norm
 from segexport.pipeline.export_stage import export_model
+from segexport.train import present_classes
 
 
 def test_encoding_layer_is_the_papers_aggregated_soft_assigned_residuals():
@@ -44,3 +48,42 @@ def test_dynamic_hw_export_agrees_with_pytorch_at_three_sizes(arch, tmp_path):
     summary = json.loads(result.rewrites_path.read_text())["export"]
     assert [list(s) for s in summary["sizes_checked"]] == [[128, 128], [160, 192], [192, 160]]
     assert summary["agreement"] >= 0.9999 and summary["passed"] is True
+
+
+def test_se_loss_targets_are_the_classes_each_image_holds():
+    masks = torch.tensor([[[0, 0], [2, 255]], [[1, 1], [1, 1]]])  # 255: ignored
+    assert present_classes(masks, 3).tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+
+
+def test_encnet_se_head_trains_and_stays_out_of_the_export(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("encnet", size="tiny", num_classes=5).train()
+    x = torch.randn(2, 3, 64, 64)
+    out, aux, presence = model.forward_train(x)
+    assert out.shape == aux.shape == (2, 5, 64, 64) and presence.shape == (2, 5)
+    presence.sum().backward()
+    assert model.classifier.se.weight.grad.abs().sum() > 0
+    assert model.classifier.context.encoding.codewords.grad.abs().sum() > 0  # through the encoded vector
+    model.eval()
+    path = tmp_path / "encnet.onnx"
+    export_onnx(model, path, input_size=(64, 64))
+    se = model.classifier.se.weight.detach().numpy()
+    weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    assert not any(w.shape == se.shape and (w == se).all() for w in weights)
+    assert not any(w.shape == se.T.shape and (w == se.T).all() for w in weights)
+
+
+def test_tiny_deconvnet_fc_branch_starts_at_zero_and_learns():
+    torch.manual_seed(0)
+    model = build_model("deconvnet", size="tiny", num_classes=5)
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+        saved = model.classifier.fc6[0].weight.clone()
+        model.classifier.fc6[0].weight.normal_()  # whatever fc6 computes, the branch adds nothing yet
+        assert torch.equal(model(x), before)
+        model.classifier.fc6[0].weight.copy_(saved)
+    model.train()
+    model(x).square().mean().backward()
+    assert model.classifier.deconv_fc6[1].weight.grad.abs().sum() > 0  # its gain is not stuck at zero
