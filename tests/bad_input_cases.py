@@ -92,6 +92,15 @@ def a_file(name: str, data: bytes = b"hello\n") -> Callable[[Path], None]:
     return lambda tmp: (tmp / name).write_bytes(data)
 
 
+def coco_files(**files: bytes) -> Callable[[Path], None]:
+    """``coco/annotations/NAME.json`` for each ``NAME=content``."""
+    def setup(tmp: Path) -> None:
+        (tmp / "coco" / "annotations").mkdir(parents=True)
+        for name, data in files.items():
+            (tmp / "coco" / "annotations" / f"{name}.json").write_bytes(data)
+    return setup
+
+
 def with_image(setup: Callable[[Path], None]) -> Callable[[Path], None]:
     def both(tmp: Path) -> None:
         setup(tmp)
@@ -235,6 +244,13 @@ _MISSING = [
     Case("build-missing-calib-folder", nothing, ("build", "deeplabv3p", "--int8", "--calib", "{tmp}/nope", *_B)),
     Case("train-missing-voc", nothing, ("train", "deeplabv3p", "--data", "voc:{tmp}/nope", "--out", O)),
     Case("train-missing-cityscapes", nothing, ("train", "deeplabv3p", "--data", "cityscapes:{tmp}/nope", "--out", O)),
+    Case("train-missing-coco", nothing, ("train", "deeplabv3p", "--data", "coco:{tmp}/nope", "--out", O)),
+    Case("train-coco-without-the-split", coco_files(instances_test2017=b"{}"),
+         ("train", "deeplabv3p", "--data", "coco:{tmp}/coco", "--out", O), message="found: instances_test2017.json"),
+    Case("train-coco-not-json", coco_files(instances_train2017=b"{", instances_val2017=b"{"),
+         ("train", "deeplabv3p", "--data", "coco:{tmp}/coco", "--out", O), message="not a readable COCO JSON"),
+    Case("train-coco-no-categories", coco_files(instances_train=b'{"images": [], "annotations": []}'),
+         ("train", "deeplabv3p", "--data", "coco:{tmp}/coco", "--out", O), message="no categories"),
     Case("evaluate-missing-data-folder", checkpoint, ("evaluate", "{tmp}/ckpt", "--data", "folder:{tmp}/nope", *_NP)),
     Case("verify-missing-data-folder", build, ("verify", "{tmp}/build", "--data", "folder:{tmp}/nope", *_NP)),
     Case("predict-empty-image-folder", images_folder(), ("predict", "{tmp}/model.onnx", "{tmp}/imgs", "--out", O),

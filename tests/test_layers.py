@@ -21,7 +21,7 @@ PACKAGE = Path(segexport.__file__).parent
 TIERS: tuple[frozenset[str], ...] = tuple(frozenset(t) for t in (
     {"", "errors", "progress", "limits", "error_map", "locks", "hashing", "ownership", "fsutil", "recipe",
      "metrics", "onnx_graph", "interrupts"},
-    {"data"},
+    {"data", "instance_metrics"},
     {"distributed"},
     {"nn"},
     {"models"},

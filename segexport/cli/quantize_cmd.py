@@ -72,7 +72,7 @@ def quantize_command(
     fp16: bool = typer.Option(False, "--fp16", help="Make model.fp16.onnx (FP32 inputs and outputs)."),
     target: str | None = typer.Option(None, help=f"INT8 target (default {DEFAULT_TARGET}): {targets_help()}."),
     calib: str | None = typer.Option(
-        None, help="Calibration images: a folder, or synthetic (default), voc:PATH, cityscapes:PATH, folder:PATH."
+        None, help="Calibration images: a folder, or synthetic (default), voc:PATH, cityscapes:PATH, folder:PATH, coco:PATH."
     ),
     calib_images: int | None = typer.Option(None, "--calib-images", help="Calibration images to sample (default 256)."),
     method: str | None = typer.Option(None, help="Calibration: minmax (default), entropy or percentile."),

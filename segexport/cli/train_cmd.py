@@ -17,7 +17,7 @@ def train_command(
     mean: str | None = opts.MEAN_OPTION, std: str | None = opts.STD_OPTION,
     size: str | None = typer.Option(None, help="Model size: tiny or paper (default: recipe)."),
     backbone: str | None = typer.Option(None, help="Backbone name (default: recipe)."),
-    data: str | None = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH."),
+    data: str | None = typer.Option(None, help="Data spec: synthetic, voc:PATH, cityscapes:PATH, folder:PATH, coco:PATH."),
     epochs: int | None = typer.Option(None, min=1, help="Training epochs (default: recipe)."),
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=2, help="Batch size, per process under torchrun (default: recipe)."

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from segexport.errors import ConfigError
+
+if TYPE_CHECKING:
+    from segexport.data.instances import Instances
 
 IGNORE_INDEX = 255
 """Mask value for pixels that count for nothing (boundaries, void, padding)."""
@@ -22,11 +25,14 @@ class Sample:
         mask: HxW uint8 class indices, ``IGNORE_INDEX`` where unlabelled; ``None`` when the
             source has no labels.
         name: identifies the sample within its source (a file stem, or ``train_000012``).
+        instances: the image's objects (:class:`segexport.data.instances.Instances`) where the
+            source has instance labels (``synthetic``, ``coco:PATH``), else ``None``.
     """
 
     image: np.ndarray
     mask: np.ndarray | None
     name: str
+    instances: Instances | None = None
 
 
 @runtime_checkable

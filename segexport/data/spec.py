@@ -1,13 +1,14 @@
 """Data set specs: the one-string names recipes and the CLI use for data.
 
-``synthetic`` is the built-in data set; ``voc:PATH``, ``cityscapes:PATH`` and ``folder:PATH``
-read local folders.
+``synthetic`` is the built-in data set; ``voc:PATH``, ``cityscapes:PATH``, ``folder:PATH`` and
+``coco:PATH`` (COCO-format instances) read local folders.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from segexport.data.coco import CocoDataset
 from segexport.data.readers import CityscapesDataset, FolderDataset, VOCDataset
 from segexport.data.source import FirstItems, SegmentationSource
 from segexport.data.synthetic import DEFAULT_SPLIT_SIZES, SyntheticDataset
@@ -17,6 +18,7 @@ _READERS: dict[str, Callable[[str, str], SegmentationSource]] = {
     "voc": VOCDataset,
     "cityscapes": CityscapesDataset,
     "folder": FolderDataset,
+    "coco": CocoDataset,
 }
 KNOWN_KINDS = ("synthetic", *(f"{kind}:PATH" for kind in _READERS))
 
@@ -58,7 +60,7 @@ def open_dataset(
     """Open one split of the data set named by ``spec``.
 
     Args:
-        spec: ``synthetic``, ``voc:PATH``, ``cityscapes:PATH`` or ``folder:PATH``.
+        spec: ``synthetic``, ``voc:PATH``, ``cityscapes:PATH``, ``folder:PATH`` or ``coco:PATH``.
         split: ``train``, ``val`` or ``calib``; real data sets calibrate on ``train``
             (a folder data set uses its own ``calib/`` when it has one).
         size: image size of ``synthetic`` (real data keep their size; ``Preprocess`` resizes).

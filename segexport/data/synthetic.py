@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from segexport.data.instances import Instances
 from segexport.data.shapes import SHAPE_TESTS, Placement, rasterize_shape
 from segexport.data.source import Sample, check_index
 from segexport.data.textures import (
@@ -53,6 +54,7 @@ MIN_CONTRAST = 0.25  # mean brightness gap between a shape and what it covers
 SHADOW_OFFSET = (2, 5)  # pixels down and right
 SHADOW_STRENGTH = (0.35, 0.6)  # fraction of light the shadow takes away
 MAX_NOISE_STD = 0.04
+MIN_INSTANCE_PIXELS = 16  # a shape showing fewer pixels is no instance (COCO's smallest are about this)
 
 
 def _sample_placement(
@@ -142,8 +144,23 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
     Returns:
         ``(image, mask)``: HxWx3 uint8 RGB and HxW uint8 indices into ``SYNTHETIC_CLASSES``.
     """
+    image, mask, _ = render_instance_scene(rng, height, width)
+    return image, mask
+
+
+def render_instance_scene(rng: np.random.Generator, height: int,
+                          width: int) -> tuple[np.ndarray, np.ndarray, Instances]:
+    """:func:`render_scene` (the same image and mask from the same ``rng``) and its objects.
+
+    Every shape is one instance: its visible pixels (later shapes cover earlier ones, so
+    instances overlap and touch, same class or not), its class and its tight box. A shape
+    covered so far that fewer than ``MIN_INSTANCE_PIXELS`` of it show is left out of the
+    instances; its pixels still carry its class in the mask.
+    """
     image = random_texture(rng, height, width)
     mask = np.zeros((height, width), dtype=np.uint8)
+    owner = np.zeros((height, width), dtype=np.int8)  # 1 + the index of the shape drawn last there
+    drawn: list[int] = []  # the class of each shape drawn
     placed: list[tuple[Placement, float]] = []
     for _ in range(int(rng.integers(1, MAX_SHAPES + 1))):
         class_index = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
@@ -165,11 +182,16 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
         fill = _contrasting(random_texture(rng, inside.shape[0], inside.shape[1]), covered, core)
         np.copyto(window, fill, where=core[None])
         mask[rows, cols][inside] = class_index
+        drawn.append(class_index)
+        owner[rows, cols][inside] = len(drawn)
     image = apply_lighting(rng, image)
     image = gaussian_blur(image, rng.uniform(0.0, MAX_BLUR_SIGMA))
     image = add_noise(rng, image, rng.uniform(0.0, MAX_NOISE_STD))
     image_u8 = np.clip(image * np.float32(255.0) + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
-    return np.ascontiguousarray(image_u8.transpose(1, 2, 0)), mask
+    visible = owner[None] == np.arange(1, len(drawn) + 1, dtype=np.int8)[:, None, None]
+    keep = visible.reshape(len(drawn), -1).sum(axis=1) >= MIN_INSTANCE_PIXELS
+    instances = Instances.from_masks(np.asarray(drawn, dtype=np.int64)[keep], visible[keep])
+    return np.ascontiguousarray(image_u8.transpose(1, 2, 0)), mask, instances
 
 
 def _check_count(value: object, what: str, minimum: int) -> int:
@@ -210,5 +232,5 @@ class SyntheticDataset:
     def __getitem__(self, index: int) -> Sample:
         position = check_index(index, self.length)
         rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], position])
-        image, mask = render_scene(rng, *self.size)
-        return Sample(image=image, mask=mask, name=f"{self.split}_{position:06d}")
+        image, mask, instances = render_instance_scene(rng, *self.size)
+        return Sample(image=image, mask=mask, name=f"{self.split}_{position:06d}", instances=instances)
