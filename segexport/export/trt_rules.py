@@ -150,6 +150,30 @@ def _no_output(node, rule, attrs, index) -> Iterator[Issue]:
         )
 
 
+def _attr_at_least(node, rule, attrs, index) -> Iterator[Issue]:
+    value = attrs.get(rule["attr"], rule["default"])
+    low, strict = rule["min"], rule.get("strict", False)
+    if value < low or (strict and value == low):
+        bound = f"> {low}" if strict else f">= {low}"
+        yield UNSUPPORTED, f"{rule['attr']}={value!r}: {_why(rule, f'must be {bound}')}"
+
+
+def _attr_required(node, rule, attrs, index) -> Iterator[Issue]:
+    if rule["attr"] not in attrs:
+        yield RESTRICTED, f"{rule['attr']} is not set: {_why(rule, 'TensorRT assumes another default than ONNX')}"
+
+
+def _dim_at_most(node, rule, attrs, index) -> Iterator[Issue]:
+    name = _input(node, rule["input"])
+    dims = index.shapes.get(name)
+    dim = None if dims is None or len(dims) <= rule["axis"] else dims[rule["axis"]]
+    label = f"input '{name}' axis {rule['axis']} ({rule['name']})"
+    if dim is None:
+        yield INFO, f"{label} is dynamic or unknown, not verified: {_why(rule, '')}"
+    elif dim > rule["max"]:
+        yield RESTRICTED, f"{label} = {dim}: {_why(rule, 'too large')}"
+
+
 def _note(node, rule, attrs, index) -> Iterator[Issue]:
     yield INFO, f"not checked statically: {rule['note']}"
 
@@ -166,6 +190,9 @@ RULES: dict[str, RuleFn] = {
     "constant_input": _constant_input,
     "input_below": _input_below,
     "no_output": _no_output,
+    "attr_at_least": _attr_at_least,
+    "attr_required": _attr_required,
+    "dim_at_most": _dim_at_most,
     "note": _note,
 }
 

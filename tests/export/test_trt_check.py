@@ -245,6 +245,27 @@ RULE_CASES = {
     "random seed is ignored": (
         lambda: _single(h.make_node("RandomUniform", [], ["y"], name="n", shape=[2], seed=1.0), [], [_x("y", None)]),
         [("info", "RandomUniform.attr_ignored(seed)")]),
+    "roialign without sampling_ratio, zero output height, 3D rois": (
+        lambda: _single(h.make_node("RoiAlign", ["x", "r", "b"], ["y"], name="n", output_height=0),
+                        [_x(), _x("r", (1, 2, 4)), _x("b", (2,), T.INT64)], [_x("y", None)]),
+        [("unsupported", "RoiAlign.input_rank(rois)"), ("unsupported", "RoiAlign.attr_at_least(output_height)"),
+         ("restricted", "RoiAlign.attr_required(sampling_ratio)")]),
+    "roialign as an instance network exports it": (
+        lambda: _single(h.make_node("RoiAlign", ["x", "r", "b"], ["y"], name="n", output_height=7, output_width=7,
+                                    sampling_ratio=2, spatial_scale=0.25, coordinate_transformation_mode="half_pixel"),
+                        [_x(), _x("r", (2, 4)), _x("b", (2,), T.INT64)], [_x("y", None)], opset=16),
+        []),
+    "nms with a centre box code out of range and too many boxes": (
+        lambda: _single(h.make_node("NonMaxSuppression", ["b", "s", "m"], ["i"], name="n", center_point_box=2),
+                        [_x("b", (1, 6000, 4)), _x("s", (1, 3, 6000))], [_x("i", None, T.INT64)],
+                        [numpy_helper.from_array(np.array([10], np.int64), "m")]),
+        [("unsupported", "NonMaxSuppression.attr_in(center_point_box)"),
+         ("restricted", "NonMaxSuppression.dim_at_most(boxes per image)")]),
+    "nms after a topk of 1000": (
+        lambda: _single(h.make_node("NonMaxSuppression", ["b", "s", "m"], ["i"], name="n"),
+                        [_x("b", (1, 1000, 4)), _x("s", (1, 3, 1000))], [_x("i", None, T.INT64)],
+                        [numpy_helper.from_array(np.array([10], np.int64), "m")]),
+        []),
     "hardmax note": (
         lambda: _single(h.make_node("Hardmax", ["x"], ["y"], name="n"), [_x()], [_x("y", None)]),
         [("info", "Hardmax.note")]),
