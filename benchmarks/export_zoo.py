@@ -8,6 +8,10 @@ synthetic val images and checked for TensorRT compatibility.
 
     python benchmarks/export_zoo.py                       # everything
     python benchmarks/export_zoo.py fcn8s segnet pspnet
+    python benchmarks/export_zoo.py --paper 512 --images 4 parsenet deconvnet fpn encnet
+
+``--paper SIDE`` exports the paper size instead, seeded random weights, at SIDE x SIDE, verified
+on ``--images`` val images (the paper sizes' forwards take seconds each on 2 cores).
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ def indices_maxpools(model: onnx.ModelProto) -> int:
     return sum(1 for n in model.graph.node if n.op_type == "MaxPool" and len([o for o in n.output if o]) > 1)
 
 
-def export_one(arch: str, root: Path) -> dict:
-    out = root / arch / "export"
+def export_one(arch: str, root: Path, paper: int | None = None, images: int = 32) -> dict:
+    out = root / arch / ("export" if paper is None else f"export-paper-{paper}")
     start = time.perf_counter()
-    if arch in TORCHVISION:
+    if paper is not None:
+        result = export_model(arch, size="paper", input_size=(paper, paper), images=images, out=out, force=True)
+    elif arch in TORCHVISION:
         kwargs = {"size": "paper", "checkpoint": torchvision_style_file(arch, root / "torchvision_files")}
         result = export_model(arch, out=out, **kwargs)
     else:
@@ -58,13 +64,15 @@ def export_one(arch: str, root: Path) -> dict:
     records = json.loads(result.rewrites_path.read_text())["rewrites"]
     actions = [f"{r['rule']}:{r['action']}" for r in records if r["rule"] != "model"]
     return {
-        "arch": arch, "size": "paper" if arch in TORCHVISION else "tiny (trained)",
+        "arch": arch,
+        "size": f"paper (random) @{paper}" if paper else "paper" if arch in TORCHVISION else "tiny (trained)",
         "agreement": summary["agreement"], "max_logit_error": summary["max_logit_error"],
         "agreement_vs_original": summary["agreement_vs_original"],
         "max_logit_error_vs_original": summary["max_logit_error_vs_original"],
         "ops": ops, "indices_maxpool": indices_maxpools(model),
         "rewrites": {a: actions.count(a) for a in sorted(set(actions))},
         "tensorrt_ok": check_tensorrt_compat(model).ok, "seconds": round(seconds, 1),
+        "onnx_mb": round(result.onnx_path.stat().st_size / 2**20, 1),
     }
 
 
@@ -73,14 +81,16 @@ def main() -> None:
     parser.add_argument("archs", nargs="*")
     parser.add_argument("--root", type=Path, default=Path("builds/bench"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--paper", type=int, metavar="SIDE", help="paper size, random weights, at SIDE x SIDE")
+    parser.add_argument("--images", type=int, default=32, help="val images the export is verified on")
     args = parser.parse_args()
     archs = args.archs or [e.name for e in list_models()]
-    print("| arch | size | ORT agreement | max logit err | vs unrewritten: agreement / max err | ConvTranspose | MaxUnpool / indices MaxPool | rewrites | TensorRT check | s |")
-    print("|---|---|---:|---:|---|---:|---|---|---|---:|")
+    print("| arch | size | ORT agreement | max logit err | vs unrewritten: agreement / max err | ConvTranspose | MaxUnpool / indices MaxPool | rewrites | TensorRT check | s | ONNX MiB |")
+    print("|---|---|---:|---:|---|---:|---|---|---|---:|---:|")
     rows = []
     for arch in archs:
         try:
-            row = export_one(arch, args.root)
+            row = export_one(arch, args.root, args.paper, args.images)
         except CheckFailed as exc:
             print(f"| {arch} | FAILED: {exc} |")
             continue
@@ -90,7 +100,7 @@ def main() -> None:
             f"| {arch} | {row['size']} | {row['agreement']:.6f} | {row['max_logit_error']:.1e} | "
             f"{row['agreement_vs_original']:.6f} / {row['max_logit_error_vs_original']:.1e} | "
             f"{row['ops']['ConvTranspose']} | {row['ops']['MaxUnpool']} / {row['indices_maxpool']} | {rw} | "
-            f"{'pass' if row['tensorrt_ok'] else 'FAIL'} | {row['seconds']:.0f} |",
+            f"{'pass' if row['tensorrt_ok'] else 'FAIL'} | {row['seconds']:.0f} | {row['onnx_mb']:.0f} |",
             flush=True,
         )
     if args.json:
