@@ -44,6 +44,7 @@ class Recipe:
     val_images: int | None = None
     seed: int = 0
     epochs: int = 10
+    warmup_epochs: int = 0  # the learning rate rises linearly over these first epochs (0: from the start)
     batch_size: int = 16
     lr: float = 0.003
     weight_decay: float = 1e-4
@@ -154,6 +155,7 @@ def _check_bounds(recipe: Recipe, origin: str) -> Recipe:
     limits.check_seed(recipe.seed, f"{where}seed (--seed)")
     limits.check_input_size(recipe.input_size, f"{where}input_size (--input-size)")
     limits.check_count(recipe.epochs, f"{where}epochs (--epochs)", limits.EPOCHS_MAX)
+    limits.check_count(recipe.warmup_epochs, f"{where}warmup_epochs", limits.EPOCHS_MAX, minimum=0)
     limits.check_count(recipe.batch_size, f"{where}batch_size (--batch-size)", limits.BATCH_MAX)
     for key in ("train_images", "val_images"):
         limits.check_count(getattr(recipe, key), f"{where}{key} (--{key.replace('_', '-')})", limits.IMAGES_MAX)

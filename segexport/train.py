@@ -69,12 +69,14 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across the processes of a distributed run (CUDA only)
     class_balance: str | None = None  # "median_frequency": per-class loss weights from the training masks
     se_weight: float = 0.2  # the class-presence (SE) loss of networks that have that head
+    warmup_epochs: int = 0  # the learning rate rises linearly over these first epochs
 
     @classmethod
     def from_recipe(cls, r: Recipe) -> TrainConfig:
         return cls(
             r.epochs, r.batch_size, r.lr, r.weight_decay, r.aux_weight, r.scale_min, r.scale_max, r.seed,
             bf16=r.bf16, sync_bn=r.sync_bn, class_balance=r.class_balance, se_weight=r.se_weight,
+            warmup_epochs=r.warmup_epochs,
         )
 
     def use_bf16(self, device: torch.device | None = None) -> bool:
@@ -139,6 +141,12 @@ def evaluate_model(
 ) -> np.ndarray:
     """Confusion matrix of the model's predictions on preprocessed-size images and masks (this process's only)."""
     return confusion_matrix(masks, predict_labels(model, images, preprocess), num_classes)
+
+
+def lr_factor(total: int, warmup: int, power: float) -> Callable[[int], float]:
+    """The learning rate's factor at step ``it``: a linear warm-up over the first ``warmup`` steps
+    (none when 0), times the poly decay ``(1 - it / total) ** power``."""
+    return lambda it: min(1.0, (it + 1) / warmup if warmup else 1.0) * (1 - it / total) ** power
 
 
 def present_classes(masks: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -279,7 +287,7 @@ def train_model(
         torch.manual_seed(cfg.seed + rank)  # dropout: a stream of its own per process, as per sample in one process
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: (1 - it / total) ** cfg.poly_power)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(total, per_epoch * cfg.warmup_epochs, cfg.poly_power))
     bf16 = cfg.use_bf16(device)
     weight = median_frequency_weights(train[1], len(classes)).to(device) if cfg.class_balance else None
     stepper = _Stepper(forward, opt, sched, cfg, preprocess, device, bf16, rank, weight)

@@ -49,8 +49,18 @@ def test_every_training_key_reaches_the_train_config():
     from segexport.train import TrainConfig
 
     keys = {"epochs": 7, "batch_size": 3, "lr": 0.5, "weight_decay": 0.25, "aux_weight": 0.125, "scale_min": 0.5,
-            "scale_max": 2.0, "seed": 9, "se_weight": 0.75, "class_balance": "median_frequency"}
+            "scale_max": 2.0, "seed": 9, "se_weight": 0.75, "class_balance": "median_frequency", "warmup_epochs": 2}
     cfg = TrainConfig.from_recipe(recipe_from_dict({"arch": "encnet", **keys}, "x.toml"))
     assert {k: getattr(cfg, k) for k in keys} == keys
     with pytest.raises(ConfigError, match="se_weight"):
         recipe_from_dict({"arch": "encnet", "se_weight": -1.0}, "x.toml")
+    with pytest.raises(ConfigError, match="warmup_epochs must be an integer from 0"):
+        recipe_from_dict({"arch": "encnet", "warmup_epochs": -1}, "x.toml")
+
+
+def test_learning_rate_warms_up_then_decays():
+    from segexport.train import lr_factor
+
+    warm = lr_factor(total=100, warmup=4, power=1.0)
+    assert [round(warm(i), 4) for i in (0, 1, 3, 4, 50, 99)] == [0.25, 0.495, 0.97, 0.96, 0.5, 0.01]
+    assert lr_factor(total=100, warmup=0, power=1.0)(0) == 1.0
