@@ -18,11 +18,14 @@ def test_tiny_forward_backward_and_determinism(name):
     h, w = 2 * max(d, 32), 3 * max(d, 32)
     x = torch.randn(2, 3, h, w)
     model.train()
-    out, aux = model.forward_train(x)
+    out, aux, *presence = model.forward_train(x)  # presence: class-presence logits (EncNet's SE head)
     assert out.shape == (2, 5, h, w)
     if aux is not None:
         assert aux.shape == (2, 5, h, w)
     loss = out.square().mean() + (aux.square().mean() if aux is not None else 0)
+    for logits in presence:
+        assert logits.shape == (2, 5)
+        loss = loss + logits.square().mean()
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
