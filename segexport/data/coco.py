@@ -28,7 +28,8 @@ from segexport.data.source import Sample, check_index
 from segexport.errors import InputError
 
 PathLike = str | Path
-IMAGE_FOLDERS = ("images", ".")  # tried after PATH/<split name from the json>
+IMAGE_FOLDERS = ("images", ".")
+MAX_CATEGORIES = 254  # class indices 1..254 in a uint8 mask; 0 is background, 255 ignored  # tried after PATH/<split name from the json>
 
 
 def _annotation_file(top: Path, split: str) -> Path:
@@ -82,6 +83,9 @@ class CocoDataset:
         categories = sorted(data["categories"], key=lambda c: c["id"])
         if not categories:
             raise InputError(f"{path}: no categories; a COCO instances file names at least one")
+        if len(categories) > MAX_CATEGORIES:
+            raise InputError(f"{path}: {len(categories)} categories; masks hold at most {MAX_CATEGORIES} classes "
+                             "besides background (255 is 'ignore'): merge or drop categories")
         self.classes: tuple[str, ...] = ("background", *(str(c["name"]) for c in categories))
         self.name = f"coco/{split}"
         self._class_of = {c["id"]: i + 1 for i, c in enumerate(categories)}

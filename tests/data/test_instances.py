@@ -135,6 +135,10 @@ def test_coco_folder_problems_are_one_input_error_each(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(InputError, match="category 999, which the file does not list"):
         CocoDataset(tmp_path / "c", "val")
+    data["categories"] = [{"id": i, "name": f"c{i}"} for i in range(300)]
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="300 categories; masks hold at most 254"):
+        CocoDataset(tmp_path / "c", "val")
 
 
 def _perfect(inst: Instances) -> Detections:
