@@ -4,7 +4,8 @@ The CLI's signal handler raises :class:`Interrupted` wherever Python happens to 
 a finalizer (``__del__``, e.g. a ``ZipFile`` being collected), Python prints "Exception ignored"
 and carries on: the build would finish and exit 0 after the user asked it to stop. So the
 handler also records the signal here, and the places a long command passes often (every build
-stage's start and end, the command's return) call :func:`raise_if_pending`.
+stage's start and end, the command's return) call :func:`raise_if_pending`, as does every atomic
+write just before its rename (``fsutil``), so that a stop keeps the previous artifact.
 """
 
 from __future__ import annotations

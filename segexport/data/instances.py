@@ -34,10 +34,11 @@ class Instances:
 
     def __post_init__(self) -> None:
         k = len(self.classes)
-        if self.masks.ndim != 3 or len(self.masks) != k or self.boxes.shape != (k, 4):
-            raise ValueError(f"instances disagree: {k} classes, masks {self.masks.shape}, boxes {self.boxes.shape}")
-        if len(self.crowd) != k:
+        if len(self.crowd) == 0 and k:  # not given: no crowd regions
             object.__setattr__(self, "crowd", np.zeros(k, dtype=bool))
+        if self.masks.ndim != 3 or len(self.masks) != k or self.boxes.shape != (k, 4) or len(self.crowd) != k:
+            raise ValueError(f"instances disagree: {k} classes, masks {self.masks.shape}, boxes {self.boxes.shape}, "
+                             f"{len(self.crowd)} crowd flags")
 
     def __len__(self) -> int:
         return len(self.classes)

@@ -13,7 +13,7 @@ codewords.
 
 The paper's SE-loss: a fully connected head on the encoded vector predicts which classes the
 image holds, trained with binary cross-entropy weighted by the recipe's ``se_weight`` (0.2, the
-paper's). It runs only in ``forward_train``; ``forward``, and so the exported graph, never
+default of the authors' released code). It runs only in ``forward_train``; ``forward``, and so the exported graph, never
 computes it (its weights are not in the ONNX file). The
 squared distances expand as ``||x||^2 - 2 x.d + ||d||^2`` (the dot products a 1x1 convolution
 with the codewords) instead of an ``[N, HW, K, C]`` tensor; the graph has Conv, ReduceSum,
