@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from segexport.instance_metrics import AP_KEYS
 from segexport.models import build_model, list_models
 
 
@@ -64,9 +65,9 @@ def main() -> None:
     archs = args.archs or [e.name for e in list_models()]
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| arch | paper params | paper GFLOPs @512 | tiny input | tiny epochs | tiny val mIoU | train time (s) "
-          "| evaluate reproduces mIoU |")
-    print("|---|---:|---:|---|---:|---:|---:|---|")
+    print("| arch | paper params | paper GFLOPs @512 | tiny input | tiny epochs | tiny val mIoU | mask AP50 / AP "
+          "| box AP50 / AP | train time (s) | evaluate reproduces mIoU |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for arch in archs:
         params, gflops = paper_cost(arch)
         metrics, seconds = train(arch, args.out / arch)
@@ -78,11 +79,14 @@ def main() -> None:
             "input_size": meta["training"]["recipe"]["input_size"],
             "epochs": meta["training"]["recipe"]["epochs"], "miou": round(metrics["miou"], 4),
             "seconds": round(seconds, 1), "evaluate_abs_diff": diff,
+            **{k: round(metrics[k], 4) for k in AP_KEYS if k in metrics},  # instance networks
         }
+        ap = ("-", "-") if "mask_ap50" not in row else (f"{row['mask_ap50']:.4f} / {row['mask_ap']:.4f}",
+                                                       f"{row['box_ap50']:.4f} / {row['box_ap']:.4f}")
         rows.append(row)
         print(
             f"| {arch} | {params:,} | {gflops:.1f} | {'x'.join(map(str, row['input_size']))} | {row['epochs']} | "
-            f"{row['miou']:.4f} | "
+            f"{row['miou']:.4f} | {ap[0]} | {ap[1]} | "
             f"{row['seconds']:.0f} | {'yes' if diff <= 1e-6 else 'NO'} ({diff:.1e}) |",
             flush=True,
         )

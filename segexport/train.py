@@ -312,6 +312,21 @@ def train_model(
     return TrainResult(metrics=m.to_dict(classes), history=history, seconds=seconds, bf16=bf16)
 
 
+def _train_instances(model: nn.Module, train_src: Any, val_src: Any, preprocess: Preprocess, cfg: TrainConfig,
+                     ctx: DistContext | None, progress: bool) -> tuple[TrainResult, int]:
+    """An instance network's training (:mod:`segexport.train_instance`); one process only."""
+    from segexport.train_instance import load_instance_set, train_instance_model
+
+    if ctx is not None:
+        raise ConfigError("instance networks train in one process; run `segexport train` without torchrun")
+    size = tuple(preprocess.size)
+    images, _, truth = load_instance_set(train_src, size, progress=progress)
+    val = load_instance_set(val_src, size, progress=progress)
+    result = train_instance_model(model, (images, truth), val, preprocess, cfg, tuple(train_src.classes),
+                                  progress=progress)
+    return result, len(images)
+
+
 def _load_backbone_checkpoint(model: SegmentationModel, path: str | Path | None) -> dict[str, Any]:
     """Load ``path`` into the backbone; what ``model.json`` records about it (empty without one)."""
     if path is None:
@@ -369,9 +384,13 @@ def train_checkpoint(
     model = build_model(recipe.arch, **recipe.model_args(len(train_src.classes)))
     check_input_size(model, *size)
     pretrained = _load_backbone_checkpoint(model, backbone_checkpoint)
-    train = load_arrays(train_src, preprocess, progress=progress and main)
-    val = load_arrays(shard_source(val_src, block=EVAL_BATCH), preprocess, progress=progress and main)
-    result = train_model(model, train, val, preprocess, cfg, tuple(train_src.classes), progress=progress)
+    if getattr(model, "task", "semantic") == "instance":
+        result, train_count = _train_instances(model, train_src, val_src, preprocess, cfg, ctx, progress)
+    else:
+        train = load_arrays(train_src, preprocess, progress=progress and main)
+        val = load_arrays(shard_source(val_src, block=EVAL_BATCH), preprocess, progress=progress and main)
+        result = train_model(model, train, val, preprocess, cfg, tuple(train_src.classes), progress=progress)
+        train_count = len(train[0])
     config = ModelConfig(
         arch=recipe.arch,
         build_args={k: v for k, v in recipe.model_args(len(train_src.classes)).items() if v is not None},
@@ -380,7 +399,7 @@ def train_checkpoint(
         training={
             "recipe": recipe.to_dict(),
             "data": describe_spec(recipe.data),
-            "train_images": len(train[0]),
+            "train_images": train_count,
             "val_images": len(val_src),
             "seconds": round(result.seconds, 1),
             "history": result.history,

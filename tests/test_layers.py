@@ -21,14 +21,14 @@ PACKAGE = Path(segexport.__file__).parent
 TIERS: tuple[frozenset[str], ...] = tuple(frozenset(t) for t in (
     {"", "errors", "progress", "limits", "error_map", "locks", "hashing", "ownership", "fsutil", "recipe",
      "metrics", "onnx_graph", "interrupts"},
-    {"data", "instance_metrics"},
+    {"data", "instance_metrics", "instance_outputs"},
     {"distributed"},
     {"nn"},
     {"models"},
     {"checkpoint", "weights"},
     {"engine"},  # the TensorRT adapter and engine builds; runs nothing of ours
     {"runners"},
-    {"train"},
+    {"train", "train_instance"},
     {"rewrite"},
     {"export"},
     {"precision"},

@@ -43,8 +43,29 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _instance_rows(table: Table, s: dict[str, Any]) -> None:
+    v = s["verification"]
+    for batch in ("batch_1", "batch_4"):
+        m = v[batch]
+        table.add_row(f"detections, {batch.replace('_', ' ')}",
+                      f"{m['matched']} of {m['reference']} matched (IoU >= {v['match_iou']}, score within "
+                      f"{v['score_tolerance']}), ONNX Runtime found {m['candidate']}; worst IoU {m['min_box_iou']:.6f}, "
+                      f"score {m['max_score_error']:.1e}, mask {m['max_mask_error']:.1e}")
+
+
 def _print_summary(result: Any) -> None:
     s = result.summary
+    if s.get("task") == "instance":
+        table = Table(title=f"{s['arch']} -> {result.onnx_path}", show_header=False)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("source", s["source"])
+        table.add_row("graph", f"opset {s['opset']}, IR {s['ir_version']}, outputs {', '.join(s['outputs'])}, "
+                      f"{s['nodes']['exported']} -> {s['nodes']['final']} nodes")
+        _instance_rows(table, s)
+        table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
+        Console().print(table)
+        return
     batch = s["verification"]["batch"]
     rewrites = json.loads(result.rewrites_path.read_text())["rewrites"]
     replaced = [f"{r['rule']}:{r['target']}" for r in rewrites if r["action"] == "replaced" and r["rule"] != "model"]

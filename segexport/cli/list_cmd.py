@@ -30,10 +30,11 @@ def list_command(
         return
     table = Table(title="segexport architectures")
     table.add_column("name", style="bold")
+    table.add_column("task")
     table.add_column("summary")
     table.add_column("backbones")
     for e in entries:
-        table.add_row(e.name, e.summary, ", ".join(e.backbones) or "-")
+        table.add_row(e.name, e.task, e.summary, ", ".join(e.backbones) or "-")
     Console().print(table)
 
 

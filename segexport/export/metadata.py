@@ -38,6 +38,7 @@ def export_metadata(
     dynamic_batch: bool,
     dynamic_hw: bool,
     input_divisor: int,
+    task: str = "semantic",
 ) -> dict[str, str]:
     """The ``metadata_props`` of an exported model, as strings.
 
@@ -53,9 +54,12 @@ def export_metadata(
         source_sha256: SHA-256 of the weights file ("" for a random init).
         dynamic_batch, dynamic_hw: which input axes are dynamic.
         input_divisor: height and width must be multiples of this (matters with ``dynamic_hw``).
+        task: "semantic" (logits) or "instance" (padded detections, see
+            :mod:`segexport.models.instance_shell`).
     """
     return {
         "arch": arch,
+        "task": task,
         "classes": json.dumps(list(classes)),
         "num_classes": str(len(classes)),
         "mean": json.dumps(list(preprocess.mean)),

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from segexport.errors import CheckFailed, ConfigError
+from segexport.export.detection_onnx import translation_table
 from segexport.export.metadata import set_metadata
 from segexport.fsutil import atomic_path
 
@@ -55,10 +56,16 @@ class ExportHead(nn.Module):
         super().__init__()
         if output not in OUTPUT_MODES:
             raise ConfigError(f"output must be one of {', '.join(OUTPUT_MODES)}, got {output!r}")
+        self.instance = getattr(model, "task", "semantic") == "instance"
+        if self.instance and output != "logits":
+            raise ConfigError(f"--output {output} is for semantic networks; an instance network exports "
+                              f"{', '.join(model.output_names)}")
         self.model = model
         self.output = output
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if self.instance:  # padded detections (segexport.models.instance_shell)
+            return self.model(images)
         logits = self.model(images)
         if self.output == "logits":
             return logits
@@ -67,7 +74,7 @@ class ExportHead(nn.Module):
 
     @property
     def output_names(self) -> tuple[str, ...]:
-        return OUTPUT_NAMES[self.output]
+        return tuple(self.model.output_names) if self.instance else OUTPUT_NAMES[self.output]
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,7 @@ def _trace(head: ExportHead, input_size: tuple[int, int], opset: int, dynamic_ba
                 head, (example,), None, dynamo=True, opset_version=opset, verbose=False,
                 input_names=[INPUT_NAME], output_names=list(head.output_names),
                 dynamic_shapes=_dynamic_shapes(dynamic_batch, dynamic_hw, divisor),
+                custom_translation_table=translation_table(),
             )
         except torch.onnx.errors.OnnxExporterError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

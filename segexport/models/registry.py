@@ -30,10 +30,12 @@ class ModelEntry:
     paper: str
     backbones: tuple[str, ...]
     default_backbone: dict[str, str]
+    task: str = "semantic"  # or "instance": padded detections (models.instance_shell)
 
     def to_dict(self) -> dict:
         return {
             "name": self.name,
+            "task": self.task,
             "summary": self.summary,
             "paper": self.paper,
             "backbones": list(self.backbones),
@@ -47,9 +49,9 @@ _REGISTRY: dict[str, ModelEntry] = {}
 # registry and the shell is an architecture file; this order is the order `segexport list` shows.
 _ORDER = (
     "fcn", "unet", "segnet", "pspnet", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3p", "parsenet", "deconvnet", "fpn", "encnet",
-    "torchvision_compat",
+    "maskrcnn", "panet", "torchvision_compat",
 )
-_NOT_ARCHITECTURES = {"registry", "shell", "foreign"}
+_NOT_ARCHITECTURES = {"registry", "shell", "instance_shell", "foreign"}
 
 
 def register_model(
@@ -59,14 +61,16 @@ def register_model(
     paper: str,
     backbones: tuple[str, ...] = (),
     default_backbone: dict[str, str] | None = None,
+    task: str = "semantic",
 ) -> Callable[[Callable[..., SegmentationModel]], Callable[..., SegmentationModel]]:
-    """Decorator registering a builder under ``name``. A duplicate name is a programming error."""
+    """Decorator registering a builder under ``name``. A duplicate name is a programming error.
+    ``task`` is "semantic" (logits) or "instance" (padded detections)."""
 
     def decorate(builder: Callable[..., SegmentationModel]) -> Callable[..., SegmentationModel]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelEntry(
-            name, builder, summary, paper, backbones, dict(default_backbone or {})
+            name, builder, summary, paper, backbones, dict(default_backbone or {}), task
         )
         return builder
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 BOX_CLIP = math.log(1000.0 / 16)  # the largest log-scale a box delta may apply (Detectron's)
@@ -60,7 +61,7 @@ def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor,
 
 
 def grid_anchors(height: int, width: int, stride: int, sizes: tuple[float, ...],
-                 ratios: tuple[float, ...] = (0.5, 1.0, 2.0)) -> torch.Tensor:
+                 ratios: tuple[float, ...] = (0.5, 1.0, 2.0), device: torch.device | str | None = None) -> torch.Tensor:
     """Anchors of one feature map ``height x width`` at ``stride``: ``[height * width * A, 4]``,
     A = len(sizes) * len(ratios), ordered by cell (row-major), then size-major within a cell.
     An anchor of size s and ratio r (height / width) has area s^2 and is centred on its cell's
@@ -71,9 +72,9 @@ def grid_anchors(height: int, width: int, stride: int, sizes: tuple[float, ...],
             h = size * math.sqrt(ratio)
             w = size / math.sqrt(ratio)
             cell.append([-w / 2, -h / 2, w / 2, h / 2])
-    base = torch.tensor(cell, dtype=torch.float32).round()  # torchvision rounds the cell anchors
-    ys = torch.arange(height, dtype=torch.float32) * stride
-    xs = torch.arange(width, dtype=torch.float32) * stride
+    base = torch.tensor(cell, dtype=torch.float32, device=device).round()  # torchvision rounds the cell anchors
+    ys = torch.arange(height, dtype=torch.float32, device=device) * stride
+    xs = torch.arange(width, dtype=torch.float32, device=device) * stride
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     shifts = torch.stack([gx, gy, gx, gy], -1).reshape(-1, 1, 4)
     return (shifts + base[None]).reshape(-1, 4)
@@ -85,8 +86,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_out
     with it is greater than ``iou_threshold``, repeat. The kept indices, best first, at most
     ``max_out`` (an int64 ``[K]``; ties in score keep the lower index first)."""
     order = torch.sort(scores, descending=True, stable=True).indices
-    iou = box_iou(boxes[order], boxes[order])
-    alive = torch.ones(len(order), dtype=torch.bool)
+    iou = box_iou(boxes[order], boxes[order]).detach().numpy()  # the greedy loop runs in numpy: far less overhead per box
+    alive = np.ones(len(order), dtype=bool)
     kept: list[int] = []
     for i in range(len(order)):
         if len(kept) == max_out:
@@ -143,3 +144,4 @@ def roi_align(features: torch.Tensor, rois: torch.Tensor, batch_index: torch.Ten
     value = value.masked_fill(outside[..., None], 0.0)
     value = value.reshape(k, oh, sampling_ratio, ow, sampling_ratio, c).mean(dim=(2, 4))
     return value.permute(0, 3, 1, 2).contiguous()
+

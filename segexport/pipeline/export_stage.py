@@ -27,6 +27,7 @@ from segexport.export.onnx_export import (
     check_export_options,
     export_onnx,
 )
+from segexport.export.verify_instances import verify_instance_onnx
 from segexport.export.verify_onnx import AGREEMENT_BUDGET, verify_onnx
 from segexport.export.verify_onnx import BATCH as VERIFY_BATCH
 from segexport.fsutil import write_json
@@ -119,6 +120,10 @@ def _rewrite(src: ExportSource, data: _Data, keep_deconv: bool, notes: list[str]
     )
 
 
+def _output_names(model: nn.Module, output: str) -> tuple[str, ...]:
+    return tuple(model.output_names) if getattr(model, "task", "semantic") == "instance" else OUTPUT_NAMES[output]
+
+
 def _export(
     src: ExportSource, model: nn.Module, path: Path, preprocess: Preprocess, *, opset: int,
     dynamic_batch: bool, dynamic_hw: bool, output: str, simplify: bool, crf: dict[str, Any] | None = None,
@@ -126,8 +131,9 @@ def _export(
     """``export_onnx`` with the metadata of ``src`` at ``preprocess.size`` (and of an in-graph CRF)."""
     metadata: dict[str, Any] = export_metadata(
         arch=src.arch, classes=src.classes, preprocess=preprocess, input_size=preprocess.size, opset=opset,
-        outputs=OUTPUT_NAMES[output], source=src.source, source_sha256=src.sha256,
+        outputs=_output_names(src.model, output), source=src.source, source_sha256=src.sha256,
         dynamic_batch=dynamic_batch, dynamic_hw=dynamic_hw, input_divisor=src.model.input_divisor,
+        task=getattr(src.model, "task", "semantic"),
     )
     if crf is not None:
         metadata.update({"crf": crf["mode"], "crf_params": crf["params"], "crf_window": crf["window"],
@@ -192,6 +198,41 @@ def _export_source(src: ExportSource, out_dir: Path) -> str:
     if kind in ("checkpoint", "weights"):
         return path_source(f"{src.arch} from {kind}", where, out_dir)
     return f"{src.arch} ({src.source})"
+
+
+def _check_instance_options(*, dynamic_hw: bool, output: str, crf: str, keep_deconv: bool) -> None:
+    """Options of semantic exports that an instance network refuses (its anchors are constants
+    of the input size, and it outputs detections, not logits)."""
+    for given, flag in ((dynamic_hw, "--dynamic-hw"), (output != "logits", f"--output {output}"),
+                        (crf != "none", f"--crf {crf}"), (keep_deconv, "--keep-deconv")):
+        if given:
+            raise ConfigError(f"{flag} applies to semantic networks; export an instance network without it")
+
+
+def _export_instances(src: ExportSource, out_dir: Path, preprocess: Preprocess, images: torch.Tensor,
+                      notes: list[str], started: float, *, opset: int, dynamic_batch: bool,
+                      simplify: bool) -> ExportResult:
+    """An instance network's export: no rewrites (TensorRT parses every op of its graph), the
+    padded detection outputs, and the detections matched against PyTorch's at batch 1 and 4."""
+    model = src.model.eval()
+    exported = _export(src, model, out_dir / ONNX_NAME, preprocess, opset=opset, dynamic_batch=dynamic_batch,
+                       dynamic_hw=False, output="logits", simplify=simplify)
+    t = time.perf_counter()
+    report = verify_instance_onnx(exported.path, model, images)
+    seconds = {"export": exported.seconds, "verify": time.perf_counter() - t, "total": time.perf_counter() - started}
+    summary = {
+        "arch": src.arch, "task": "instance", "source": src.source, "source_sha256": src.sha256,
+        "input_size": list(preprocess.size), "dynamic_batch": dynamic_batch, "simplified": simplify,
+        "images": len(images), "opset": exported.opset, "ir_version": exported.ir_version,
+        "outputs": list(exported.outputs), "nodes": {"exported": exported.nodes_exported, "final": exported.nodes_final},
+        "op_counts": exported.op_counts, "passed": report["passed"], "problems": report["problems"],
+        "verification": report, "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+    rewrites_path = out_dir / REWRITES_NAME
+    write_json(rewrites_path, {"rewrites": [], "export": summary})
+    if not report["passed"]:
+        raise CheckFailed(f"{src.arch}: ONNX verification failed: {'; '.join(report['problems'])} (details in {rewrites_path})")
+    return ExportResult(exported.path, rewrites_path, summary, notes)
 
 
 def export_model(
@@ -260,6 +301,10 @@ def export_model(
     preprocess = dataclasses.replace(src.preprocess, size=shape)
     data = _load_data(preprocess, images, seed)
     notes = list(src.notes)
+    if getattr(src.model, "task", "semantic") == "instance":
+        _check_instance_options(dynamic_hw=dynamic_hw, output=output, crf=crf, keep_deconv=keep_deconv)
+        return _export_instances(src, out_dir, preprocess, data.images, notes, started, opset=opset,
+                                 dynamic_batch=dynamic_batch, simplify=simplify)
     t = time.perf_counter()
     rewritten, records = _rewrite(src, data, keep_deconv, notes)
     seconds = {"rewrite": time.perf_counter() - t}

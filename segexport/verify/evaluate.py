@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segexport.checkpoint import load_checkpoint
+from segexport.checkpoint import load_checkpoint, read_config
 from segexport.data import load_arrays, open_dataset
 from segexport.distributed import (
     all_reduce_confusion,
@@ -22,8 +22,9 @@ from segexport.distributed import (
     is_main_process,
     shard_source,
 )
-from segexport.errors import InputError
+from segexport.errors import ConfigError, InputError
 from segexport.metrics import metrics_from_confusion
+from segexport.models import get_entry
 from segexport.train import EVAL_BATCH, evaluate_model
 
 
@@ -37,15 +38,8 @@ class Evaluation:
     images: int
 
 
-def evaluate_confusion(
-    path: str | Path, *, data: str | None = None, images: int | None = None, progress: bool = True
-) -> Evaluation:
-    """The confusion matrix of a checkpoint folder on a val split (see :func:`evaluate_checkpoint`).
-
-    Raises:
-        InputError: the data set's classes do not match the checkpoint's.
-    """
-    model, config = load_checkpoint(path)
+def _val_source(config: Any, data: str | None, images: int | None) -> tuple[Any, str]:
+    """The val split a checkpoint is evaluated on, checked against its classes."""
     recipe = config.training.get("recipe", {})
     spec = data or recipe.get("data", "synthetic")
     seed = int(recipe.get("seed", 0))
@@ -56,6 +50,38 @@ def evaluate_confusion(
             f"data set {spec} has {len(source.classes)} classes but the checkpoint predicts "
             f"{len(config.classes)}; evaluate on data with the same classes"
         )
+    return source, spec
+
+
+def _evaluate_instances(path: str | Path, *, data: str | None, images: int | None, progress: bool) -> dict[str, Any]:
+    """An instance checkpoint's COCO mask/box AP and rendered-map mIoU, as training's last evaluation."""
+    from segexport.train_instance import (
+        evaluate_instances,
+        load_instance_set,
+        predict_instances,
+    )
+
+    if current_context() is not None:
+        raise ConfigError("instance checkpoints evaluate in one process; run `segexport evaluate` without torchrun")
+    model, config = load_checkpoint(path)
+    source, spec = _val_source(config, data, images)
+    val = load_instance_set(source, tuple(config.preprocess.size), progress=progress)
+    result = evaluate_instances(predict_instances(model, val[0], config.preprocess), val[1], val[2],
+                                tuple(config.classes))
+    result.update({"data": spec, "images": len(source), "checkpoint": str(path)})
+    return result
+
+
+def evaluate_confusion(
+    path: str | Path, *, data: str | None = None, images: int | None = None, progress: bool = True
+) -> Evaluation:
+    """The confusion matrix of a checkpoint folder on a val split (see :func:`evaluate_checkpoint`).
+
+    Raises:
+        InputError: the data set's classes do not match the checkpoint's.
+    """
+    model, config = load_checkpoint(path)
+    source, spec = _val_source(config, data, images)
     ctx = current_context()
     if ctx is not None:
         model.to(ctx.device)
@@ -84,6 +110,8 @@ def evaluate_checkpoint(
     Raises:
         InputError: the data set's classes do not match the checkpoint's.
     """
+    if get_entry(read_config(path).arch).task == "instance":
+        return _evaluate_instances(path, data=data, images=images, progress=progress)
     ev = evaluate_confusion(path, data=data, images=images, progress=progress)
     result = metrics_from_confusion(ev.confusion).to_dict(ev.classes)
     result.update({"data": ev.data, "images": ev.images, "checkpoint": str(path)})

@@ -28,7 +28,7 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("arch", [e.name for e in list_models()])
+@pytest.mark.parametrize("arch", [e.name for e in list_models() if e.task == "semantic"])
 def test_every_tiny_architecture_rewrites_exactly(arch, purity):
     torch.manual_seed(0)
     model = build_model(arch, size="tiny", num_classes=5)  # left in train mode on purpose

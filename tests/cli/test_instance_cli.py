@@ -1,0 +1,54 @@
+"""Instance networks through the CLI: train, evaluate and export a tiny Mask R-CNN."""
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+import segexport
+from segexport.instance_metrics import AP_KEYS
+from tests.cli_helpers import assert_one_line_error, run_cli, run_cli_in_process
+
+RECIPE_FILE = Path(segexport.__file__).parent / "recipes" / "maskrcnn.toml"
+
+
+@pytest.fixture(scope="module")
+def maskrcnn_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("maskrcnn")
+    recipe = root / "tiny.toml"
+    recipe.write_text(RECIPE_FILE.read_text().replace("epochs = 8", "epochs = 1")
+                      .replace("train_images = 1024", "train_images = 16").replace("val_images = 64", "val_images = 8"))
+    result = run_cli("train", "maskrcnn", "--recipe", recipe, "--out", root / "ckpt", "--json", "--no-progress")
+    assert result.code == 0, result.stderr
+    return root / "ckpt", json.loads(result.stdout)
+
+
+def test_train_reports_ap_and_evaluate_reproduces_it(capfd, maskrcnn_checkpoint):
+    out, metrics = maskrcnn_checkpoint
+    assert set(AP_KEYS) <= set(metrics) and "miou" in metrics
+    history = json.loads((out / "model.json").read_text())["training"]["history"]
+    assert len(history) == 1 and "val_mask_ap50" in history[0]
+    result = run_cli_in_process(capfd, "evaluate", str(out), "--json", "--no-progress")
+    assert result.code == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert all(again[k] == pytest.approx(metrics[k], abs=1e-9) for k in (*AP_KEYS, "miou"))
+
+
+def test_export_matches_pytorch_detections(capfd, maskrcnn_checkpoint, tmp_path):
+    out, _ = maskrcnn_checkpoint
+    result = run_cli_in_process(capfd, "export", str(out), "--out", str(tmp_path), "--images", "8", "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["task"] == "instance" and summary["passed"]
+    for batch in ("batch_1", "batch_4"):
+        found = summary["verification"][batch]
+        assert found["matched"] == found["reference"] == found["candidate"]
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+    assert props["task"] == "instance" and json.loads(props["outputs"]) == ["boxes", "scores", "classes", "masks", "count"]
+
+
+def test_semantic_only_export_options_are_refused(capfd, maskrcnn_checkpoint, tmp_path):
+    out, _ = maskrcnn_checkpoint
+    result = run_cli_in_process(capfd, "export", str(out), "--out", str(tmp_path), "--dynamic-hw")
+    assert_one_line_error(result, "--dynamic-hw", "instance network")
