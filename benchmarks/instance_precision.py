@@ -97,7 +97,8 @@ def main() -> None:
         arch_dir = args.root / arch
         _, config = load_checkpoint(arch_dir)
         size = tuple(config.preprocess.size)
-        val = load_instance_set(open_dataset("synthetic", "val", size=size, seed=0, length=args.val_images), size)
+        val = load_instance_set(open_dataset("synthetic", "val", size=size, seed=0, length=args.val_images),
+                                config.preprocess)
         with tempfile.TemporaryDirectory(prefix="segexport-instance-precision-") as tmp:
             folder = Path(tmp)
             exported = export_model(str(arch_dir), out=folder / "export", images=8)

@@ -319,9 +319,8 @@ def _train_instances(model: nn.Module, train_src: Any, val_src: Any, preprocess:
 
     if ctx is not None:
         raise ConfigError("instance networks train in one process; run `segexport train` without torchrun")
-    size = tuple(preprocess.size)
-    images, _, truth = load_instance_set(train_src, size, progress=progress)
-    val = load_instance_set(val_src, size, progress=progress)
+    images, _, truth = load_instance_set(train_src, preprocess, progress=progress)
+    val = load_instance_set(val_src, preprocess, progress=progress)
     result = train_instance_model(model, (images, truth), val, preprocess, cfg, tuple(train_src.classes),
                                   progress=progress)
     return result, len(images)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from segexport.data import Preprocess, normalize_batch
-from segexport.data.instances import Instances
+from segexport.data.instances import Instances, semantic_from_instances
 from segexport.data.source import SegmentationSource
 from segexport.errors import ConfigError, InputError
 from segexport.instance_metrics import instance_ap
@@ -28,15 +28,25 @@ from segexport.progress import progress_bar
 from segexport.train import EVAL_BATCH, TrainConfig, TrainResult, lr_factor
 
 
-def load_instance_set(source: SegmentationSource, size: tuple[int, int], *, progress: bool = False
+def resized_instances(instances: Instances, preprocess: Preprocess) -> Instances:
+    """``instances`` brought to ``preprocess.size`` as the image is (nearest-neighbour masks, in
+    ``resize`` or ``pad`` mode); boxes are the new masks' tight boxes, vanished objects dropped."""
+    masks = np.stack([preprocess.resize_mask(m.astype(np.uint8)) == 1 for m in instances.masks]) if len(instances) \
+        else np.zeros((0, *preprocess.size), dtype=bool)
+    kept = masks.reshape(len(masks), -1).any(axis=1)
+    return Instances.from_masks(instances.classes[kept], masks[kept], instances.crowd[kept])
+
+
+def load_instance_set(source: SegmentationSource, preprocess: Preprocess, *, progress: bool = False
                       ) -> tuple[np.ndarray, np.ndarray, list[Instances]]:
-    """``(images [N, H, W, 3] uint8, semantic masks [N, H, W] uint8, instances)`` of ``source``.
+    """``(images [N, H, W, 3] uint8, semantic masks [N, H, W] uint8, instances)`` of ``source`` at
+    ``preprocess.size`` (resized or padded as its ``resize`` mode says, labels with the image).
 
     Raises:
-        InputError: a sample without instance labels, or not of ``size`` (instance labels are
-            not resized).
+        InputError: a sample without instance labels.
     """
     count = len(source)
+    size = tuple(preprocess.size)
     images = np.empty((count, *size, 3), dtype=np.uint8)
     masks = np.empty((count, *size), dtype=np.uint8)
     found: list[Instances] = []
@@ -47,12 +57,14 @@ def load_instance_set(source: SegmentationSource, size: tuple[int, int], *, prog
             if sample.instances is None:
                 raise InputError(f"{sample.name} has no instance labels; instance networks train on "
                                  "`synthetic` or `coco:PATH` data")
-            if sample.image.shape[:2] != size:
-                raise InputError(f"{sample.name} is {sample.image.shape[1]}x{sample.image.shape[0]}, not the "
-                                 f"input size {size[1]}x{size[0]}; instance labels are not resized, so pass "
-                                 "--input-size with the images' size")
-            images[i], masks[i] = sample.image, sample.mask
-            found.append(sample.instances)
+            semantic = sample.mask if sample.mask is not None else semantic_from_instances(
+                sample.instances, *sample.image.shape[:2])
+            if sample.image.shape[:2] == size:
+                images[i], masks[i] = sample.image, semantic
+                found.append(sample.instances)
+            else:
+                images[i], masks[i] = preprocess.resize_image(sample.image), preprocess.resize_mask(semantic)
+                found.append(resized_instances(sample.instances, preprocess))
             bar.advance(task)
     return images, masks, found
 

@@ -30,7 +30,7 @@ from PIL import Image
 from segexport.data.imagefiles import IMAGE_EXTENSIONS, preview, read_rgb
 from segexport.deploy.artifact import ArtifactSpec, read_artifact_spec
 from segexport.deploy.triton_python_model import labels_at_size, logits_at_size
-from segexport.errors import InputError
+from segexport.errors import ConfigError, InputError
 from segexport.fsutil import atomic_path
 from segexport.ownership import claim_outputs, path_source
 from segexport.postprocess import CrfParams, crf_params, dense_crf
@@ -177,6 +177,17 @@ def _claim(files: Sequence[Path], out: Path, artifact: Path, overlay: bool, forc
     return claim_outputs(out, names, source=path_source("predictions of", artifact, out), force=force)
 
 
+def _is_instance(artifact: Path, spec: ArtifactSpec) -> bool:
+    """Whether ``artifact`` is an instance network (its ONNX metadata or its architecture says so)."""
+    if artifact.suffix == ".onnx":
+        from segexport.onnx_graph import read_metadata
+
+        return read_metadata(artifact).get("task") == "instance"
+    from segexport.models import list_models
+
+    return spec.arch in {entry.name for entry in list_models() if entry.task == "instance"}
+
+
 def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: str | Path = "predictions",
                    overlay: bool = False, crf: bool = False, progress: bool = True,
                    force: bool = False, backend: str | None = None) -> list[PredictedImage]:
@@ -208,6 +219,9 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
 
     files = expand_images(images)
     spec = read_artifact_spec(artifact)
+    if _is_instance(Path(artifact), spec):
+        raise ConfigError(f"{artifact}: predict draws class masks; instance networks ({spec.arch}) get their "
+                          "overlays in a later version")
     if len(spec.classes) > 255:
         raise InputError(f"{artifact}: {len(spec.classes)} classes do not fit an 8-bit mask (255 at most)")
     palette = class_palette(256)

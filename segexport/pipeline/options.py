@@ -291,8 +291,9 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     o = options
     onnx_src = _check_onnx_source(o)
     arch = onnx_src.arch if onnx_src is not None else o.arch
-    if onnx_src is None:
-        get_entry(o.arch)
+    if onnx_src is None and get_entry(o.arch).task == "instance":
+        raise ConfigError(f"segexport build does not verify instance networks yet ({o.arch}); use `segexport train`, "
+                          "`segexport export` (detections checked against PyTorch) and `segexport check`")
     chosen = resolve_targets(o.target)
     unknown = sorted(set(o.overrides or {}) - set(RECIPE_OVERRIDES))
     if unknown:

@@ -65,7 +65,7 @@ def _evaluate_instances(path: str | Path, *, data: str | None, images: int | Non
         raise ConfigError("instance checkpoints evaluate in one process; run `segexport evaluate` without torchrun")
     model, config = load_checkpoint(path)
     source, spec = _val_source(config, data, images)
-    val = load_instance_set(source, tuple(config.preprocess.size), progress=progress)
+    val = load_instance_set(source, config.preprocess, progress=progress)
     result = evaluate_instances(predict_instances(model, val[0], config.preprocess), val[1], val[2],
                                 tuple(config.classes))
     result.update({"data": spec, "images": len(source), "checkpoint": str(path)})

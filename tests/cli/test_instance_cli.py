@@ -35,11 +35,16 @@ def test_train_reports_ap_and_evaluate_reproduces_it(capfd, maskrcnn_checkpoint)
     assert all(again[k] == pytest.approx(metrics[k], abs=1e-9) for k in (*AP_KEYS, "miou"))
 
 
-def test_export_matches_pytorch_detections(capfd, maskrcnn_checkpoint, tmp_path):
-    out, _ = maskrcnn_checkpoint
-    result = run_cli_in_process(capfd, "export", str(out), "--out", str(tmp_path), "--images", "8", "--json")
+@pytest.fixture(scope="module")
+def maskrcnn_export(maskrcnn_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("maskrcnn-export")
+    result = run_cli("export", maskrcnn_checkpoint[0], "--out", out, "--images", "8", "--json")
     assert result.code == 0, result.stderr
-    summary = json.loads(result.stdout)
+    return out, json.loads(result.stdout)
+
+
+def test_export_matches_pytorch_detections(maskrcnn_export):
+    tmp_path, summary = maskrcnn_export
     assert summary["task"] == "instance" and summary["passed"]
     for batch in ("batch_1", "batch_4"):
         found = summary["verification"][batch]
@@ -52,3 +57,19 @@ def test_semantic_only_export_options_are_refused(capfd, maskrcnn_checkpoint, tm
     out, _ = maskrcnn_checkpoint
     result = run_cli_in_process(capfd, "export", str(out), "--out", str(tmp_path), "--dynamic-hw")
     assert_one_line_error(result, "--dynamic-hw", "instance network")
+
+
+def test_commands_not_yet_for_instance_networks_say_so(capfd, maskrcnn_checkpoint, maskrcnn_export, tmp_path):
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(image)
+    cases = [
+        (("build", "maskrcnn", "--out", tmp_path / "b"), "does not verify instance networks"),
+        (("quantize", maskrcnn_export[0] / "model.onnx", "--int8", "--out", tmp_path / "q"), "instance networks"),
+        (("predict", maskrcnn_checkpoint[0], image, "--out", tmp_path / "p"), "instance networks"),
+        (("predict", maskrcnn_export[0] / "model.onnx", image, "--out", tmp_path / "p"), "instance networks"),
+    ]
+    for args, fragment in cases:
+        assert_one_line_error(run_cli_in_process(capfd, *args), fragment)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "p").exists()
