@@ -31,6 +31,7 @@ import onnx
 
 from segexport.checkpoint import load_checkpoint
 from segexport.data import normalize_batch, open_dataset
+from segexport.errors import SegexportError
 from segexport.pipeline.export_stage import export_model
 from segexport.precision.calibrate import CalibrationSettings, calibrate, save_ranges
 from segexport.precision.calibration_data import load_calibration_images
@@ -105,7 +106,12 @@ def main() -> None:
             found = variants(exported.onnx_path, folder, arch_dir, args.calib_images)
             reference = None
             for name, path in found.items():
-                outputs, p50 = run_outputs(path, (val[0], config.preprocess))
+                try:
+                    outputs, p50 = run_outputs(path, (val[0], config.preprocess))
+                except SegexportError as exc:  # a variant ONNX Runtime refuses is a result too
+                    rows.append({"arch": arch, "variant": name, "error": str(exc).split("(", 1)[-1][:160]})
+                    print(f"| {arch} | {name} | does not load: {rows[-1]['error']} |", flush=True)
+                    continue
                 m = evaluate_instances(outputs, val[1], val[2], tuple(config.classes))
                 reference = reference or m
                 row = {"arch": arch, "variant": name, **{k: round(m[k], 4) for k in

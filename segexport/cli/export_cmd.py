@@ -55,26 +55,23 @@ def _instance_rows(table: Table, s: dict[str, Any]) -> None:
 
 def _print_summary(result: Any) -> None:
     s = result.summary
-    if s.get("task") == "instance":
-        table = Table(title=f"{s['arch']} -> {result.onnx_path}", show_header=False)
-        table.add_column(style="bold")
-        table.add_column()
-        table.add_row("source", s["source"])
-        table.add_row("graph", f"opset {s['opset']}, IR {s['ir_version']}, outputs {', '.join(s['outputs'])}, "
-                      f"{s['nodes']['exported']} -> {s['nodes']['final']} nodes")
-        _instance_rows(table, s)
-        table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
-        Console().print(table)
-        return
-    batch = s["verification"]["batch"]
-    rewrites = json.loads(result.rewrites_path.read_text())["rewrites"]
-    replaced = [f"{r['rule']}:{r['target']}" for r in rewrites if r["action"] == "replaced" and r["rule"] != "model"]
     table = Table(title=f"{s['arch']} -> {result.onnx_path}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("source", s["source"])
     table.add_row("graph", f"opset {s['opset']}, IR {s['ir_version']}, outputs {', '.join(s['outputs'])}, "
                   f"{s['nodes']['exported']} -> {s['nodes']['final']} nodes")
+    if s.get("task") == "instance":
+        _instance_rows(table, s)
+    else:
+        _semantic_rows(table, s, json.loads(result.rewrites_path.read_text())["rewrites"])
+    table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
+    Console().print(table)
+
+
+def _semantic_rows(table: Table, s: dict[str, Any], rewrites: list[dict[str, Any]]) -> None:
+    batch = s["verification"]["batch"]
+    replaced = [f"{r['rule']}:{r['target']}" for r in rewrites if r["action"] == "replaced" and r["rule"] != "model"]
     table.add_row("input", f"images {'N' if s['dynamic_batch'] else 1}x3x"
                   + ("HxW (dynamic)" if s["dynamic_hw"] else "x".join(map(str, s["input_size"]))))
     table.add_row("rewrites", ", ".join(replaced) or "none")
@@ -93,8 +90,6 @@ def _print_summary(result: Any) -> None:
                       f"float32 vs float64 {c['float32_error']:.1e}")
         table.add_row("crf vs PyTorch", f"max |diff| {c['onnx_crf_error']:.1e} given the same logits "
                       f"(tolerance {c['onnx_crf_tolerance']:.1e})")
-    table.add_row("seconds", ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
-    Console().print(table)
 
 
 def export_command(

@@ -24,6 +24,13 @@ def _accuracy_rows(table: Table, s: dict[str, Any]) -> None:
         table.add_row("accuracy", "not measured (see warnings)")
         return
     table.add_row("val", f"{acc['val']}, {acc['images']} images")
+    if acc.get("metric") == "AP":  # an instance network (precision.instance_judge)
+        v, r = acc["variant"], acc["reference"]
+        table.add_row("AP", f"mask {v['mask_ap']:.4f} vs FP32 {r['mask_ap']:.4f}, box {v['box_ap']:.4f} vs FP32 "
+                      f"{r['box_ap']:.4f}: drop {acc['drop_points']:.3f} points (budget {s['budget_points']})")
+        table.add_row("AP50, map mIoU", f"mask {v['mask_ap50']:.4f}, box {v['box_ap50']:.4f}, mIoU {v['miou']:.4f} "
+                      f"(FP32 {r['mask_ap50']:.4f}, {r['box_ap50']:.4f}, {r['miou']:.4f})")
+        return
     table.add_row("mIoU", f"{acc['variant']['miou']:.4f} vs FP32 {acc['reference']['miou']:.4f}: drop "
                   f"{acc['drop_points']:.3f} points (budget {s['budget_points']})")
     table.add_row("argmax agreement", f"{acc['agreement']:.6f}, max |logit diff| {_fmt(acc['max_logit_error'], '.3g')}")

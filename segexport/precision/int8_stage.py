@@ -124,7 +124,8 @@ def make_int8(ctx: Context, *, target: Int8Target, settings: CalibrationSettings
     final = ctx.out_dir / target.filename
 
     def build(kept: Any, dest: Path) -> None:
-        quantize_int8(ctx.info.path, dest, target, ranges_path, settings, nodes_to_exclude=kept, notes=ctx.notes)
+        quantize_int8(ctx.info.path, dest, target, ranges_path, settings, nodes_to_exclude=[*ctx.always_fp32, *kept],
+                      notes=ctx.notes)
 
     started = time.perf_counter()
     backend = target.judge_backend

@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 
 from segexport.data import Preprocess
-from segexport.errors import ConfigError, InputError
+from segexport.errors import InputError
 from segexport.hashing import file_sha256
 from segexport.onnx_graph import load_onnx_graph
 
@@ -112,9 +112,6 @@ def read_model_info(path: str | Path) -> ModelInfo:
     if quantized:
         raise InputError(f"{p}: already quantized ({', '.join(quantized)} nodes); pass the FP32 model.onnx")
     metadata = {prop.key: prop.value for prop in model.metadata_props}
-    if metadata.get("task") == "instance":
-        raise ConfigError(f"{p}: quantize judges semantic networks by mIoU; instance networks ({metadata.get('arch')}) "
-                          "are not quantized by segexport yet")
     segexport_model = "arch" in metadata and "mean" in metadata
     notes = [] if segexport_model else [f"{p.name} has no segexport metadata: images are fed with ImageNet mean/std"]
     preprocess = Preprocess(size=_input_size(p, dims, metadata))

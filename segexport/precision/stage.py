@@ -72,6 +72,11 @@ class Context:
     max_fallback: int | None
     progress: bool
     notes: list[str] = field(default_factory=list)
+    # An instance network's graph (precision.instance_judge): its val data and FP32 AP, and the
+    # geometry nodes every variant keeps FP32.
+    instances: Any = None
+    instance_reference: dict[str, Any] | None = None
+    always_fp32: list[str] = field(default_factory=list)
 
 
 def resolve_budget(info: ModelInfo, precision: str, target: str | None, budget: float | None) -> float:
@@ -110,14 +115,37 @@ def make_context(info: ModelInfo, out_dir: Path, tmp: Path, *, val: str | None, 
     if max_fallback is not None and max_fallback < 0:
         raise ConfigError(f"--max-fallback must be >= 0 (0 turns the sensitivity pass off), got {max_fallback}")
     notes = list(info.notes)
+    if info.metadata.get("task") == "instance":
+        return _instance_context(info, out_dir, tmp, val=val, val_images=val_images, seed=seed, budget=budget,
+                                 progress=progress, notes=notes)
     data = _load_val(info, val, val_images, seed, notes)
     reference = predict(info.path, data, keep_logits=SENSITIVITY_IMAGES) if data is not None else None
     miou = score(reference.labels, data)["miou"] if reference is not None and data is not None else None
     return Context(info, out_dir, tmp, data, reference, miou, budget, max_fallback, progress, notes)
 
 
+def _instance_context(info: ModelInfo, out_dir: Path, tmp: Path, *, val: str | None, val_images: int | None,
+                      seed: int, budget: float, progress: bool, notes: list[str]) -> Context:
+    """An instance network's context: AP-judged, geometry always FP32, no sensitivity pass."""
+    import onnx
+
+    from segexport.precision.instance_graph import geometry_nodes
+    from segexport.precision.instance_judge import instance_metrics, load_instance_val
+
+    data = load_instance_val(val or DEFAULT_VAL, info.preprocess, count=val_images, seed=seed, classes=info.classes)
+    notes.append("instance network: its geometry (box decoding, NMS, RoIAlign, top-k, softmax, sigmoid) stays "
+                 "FP32; no sensitivity pass")
+    geometry = geometry_nodes(onnx.load(str(info.path), load_external_data=False))
+    return Context(info, out_dir, tmp, None, None, None, budget, 0, progress, notes, instances=data,
+                   instance_reference=instance_metrics(info.path, data), always_fp32=geometry)
+
+
 def measure(ctx: Context, path: Path, label: str, backend: str = "onnxruntime") -> dict[str, Any] | None:
     """The variant's accuracy on ``backend`` on the val data against the FP32 reference (None without val data)."""
+    if ctx.instances is not None and ctx.instance_reference is not None:
+        from segexport.precision.instance_judge import measure_instances
+
+        return measure_instances(path, ctx.instances, ctx.instance_reference, label, backend)
     if ctx.val is None or ctx.reference is None or ctx.reference_miou is None:
         return None
     pred = predict(path, ctx.val, keep_logits=SENSITIVITY_IMAGES, backend=backend)
@@ -207,8 +235,11 @@ def budget_problem(name: str, judged: dict[str, Any], budget: float) -> list[str
     kept = len(judged["kept_fp32"])
     tail = f" with {kept} layers kept in FP32" if kept else ""
     limit = (judged["fallback"] or {}).get("max_fallback", 0)
-    return [f"{name}: mIoU drop {judged['accuracy']['drop_points']:.3f} points > budget {budget}{tail} "
-            f"(--max-fallback {limit})"]
+    metric = judged["accuracy"].get("metric", "mIoU")
+    # An instance network has no sensitivity pass (precision.instance_judge): no --max-fallback to raise.
+    hint = " (no sensitivity pass for instance networks: try another calibration set)" if metric == "AP" \
+        else f" (--max-fallback {limit})"
+    return [f"{name}: {metric} drop {judged['accuracy']['drop_points']:.3f} points > budget {budget}{tail}{hint}"]
 
 
 def _claim(out_dir: Path, model: Path, precision: str, target: str | None, force: bool) -> Path:
@@ -246,7 +277,8 @@ def quantize_model(model: str | Path, *, precision: str, target: str | None = No
         model: an FP32 ONNX file (``segexport export``'s, or a plain one with one image input).
         precision: ``int8`` or ``fp16``.
         target, calib, calib_images, method, percentile, calib_cache: INT8 only (see ``segexport quantize --help``).
-        budget: largest mIoU drop in points (default: the recipe's ``budget_int8``, ``budget_int8_cpu`` or ``budget_fp16``).
+        budget: largest mIoU drop in points (default: the recipe's ``budget_int8``, ``budget_int8_cpu`` or ``budget_fp16``);
+            for an instance network, the largest mask or box AP drop (:mod:`segexport.precision.instance_judge`).
         max_fallback: most layers the sensitivity pass may keep in FP32 (default a fifth; 0: off).
         val, val_images: validation data spec (default ``synthetic``) and how many images (default all).
         out: output folder (default: the model's folder).

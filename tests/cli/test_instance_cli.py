@@ -66,10 +66,37 @@ def test_commands_not_yet_for_instance_networks_say_so(capfd, maskrcnn_checkpoin
     Image.new("RGB", (64, 64)).save(image)
     cases = [
         (("build", "maskrcnn", "--out", tmp_path / "b"), "does not verify instance networks"),
-        (("quantize", maskrcnn_export[0] / "model.onnx", "--int8", "--out", tmp_path / "q"), "instance networks"),
         (("predict", maskrcnn_checkpoint[0], image, "--out", tmp_path / "p"), "instance networks"),
         (("predict", maskrcnn_export[0] / "model.onnx", image, "--out", tmp_path / "p"), "instance networks"),
     ]
     for args, fragment in cases:
         assert_one_line_error(run_cli_in_process(capfd, *args), fragment)
     assert not (tmp_path / "b").exists() and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("precision", ["--fp16", "--int8"])
+def test_quantize_keeps_geometry_fp32_and_judges_by_ap(capfd, maskrcnn_export, tmp_path, precision):
+    model = maskrcnn_export[0] / "model.onnx"
+    result = run_cli_in_process(capfd, "quantize", model, precision, "--out", tmp_path, "--val-images", "8",
+                                *(["--calib-images", "8"] if precision == "--int8" else []), "--json")
+    assert result.code in (0, 1), result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["accuracy"]["metric"] == "AP" and summary["accuracy"]["images"] == 8
+    assert set(summary["accuracy"]["drops"]) == {"mask_ap", "box_ap"}
+    assert summary["passed"] == (result.code == 0)
+    written = onnx.load(str(tmp_path / Path(summary["output"]).name))
+    producers = {out: n for n in written.graph.node for out in n.output}
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             onnx.shape_inference.infer_shapes(written).graph.value_info}
+    geometry = [n for n in written.graph.node if n.op_type in ("NonMaxSuppression", "RoiAlign", "TopK")]
+    assert len(geometry) >= 5
+    # Coordinates and scores reach suppression, RoIAlign and top-k in float32, never straight from
+    # a dequantize or an FP16 tensor (RoIAlign's feature input may be the quantized features).
+    coordinates = {"NonMaxSuppression": [0, 1], "RoiAlign": [1], "TopK": [0]}
+    for node in geometry:
+        for i in coordinates[node.op_type]:
+            data = node.input[i]
+            assert producers.get(data) is None or producers[data].op_type != "DequantizeLinear", node.name
+            assert types.get(data, onnx.TensorProto.FLOAT) == onnx.TensorProto.FLOAT, node.name
+    ops = {n.op_type for n in written.graph.node}
+    assert ("QuantizeLinear" in ops) == (precision == "--int8")

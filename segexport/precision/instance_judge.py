@@ -1,0 +1,84 @@
+"""Judging an instance network's FP16 or INT8 model: COCO AP on val images against the FP32 graph.
+
+A semantic variant is judged by its mIoU drop; an instance variant by its AP drop, the larger of
+the mask AP and box AP drops (AP@[.5:.95], in points), with the rendered map's mIoU reported
+beside. Its geometry (:mod:`segexport.precision.instance_graph`) is always kept FP32, so there
+is no sensitivity pass: the feature part is all that is left to trade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segexport.data import Preprocess, normalize_batch, open_dataset
+from segexport.data.instances import Instances
+from segexport.errors import InputError
+from segexport.train_instance import evaluate_instances, load_instance_set
+
+BATCH = 8
+DEFAULT_VAL_IMAGES = 64
+REFERENCE_LABEL = "FP32 ONNX model on ONNX Runtime (CPU provider)"
+
+
+@dataclass(frozen=True)
+class InstanceVal:
+    """Val images (normalised), their semantic maps and objects, and the classes."""
+
+    source: str
+    images: np.ndarray
+    masks: np.ndarray
+    truth: list[Instances]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_instance_val(spec: str, preprocess: Preprocess, *, count: int | None, seed: int,
+                      classes: tuple[str, ...]) -> InstanceVal:
+    """The val split of ``spec`` at the model's input size.
+
+    Raises:
+        InputError: the data set's classes are not the model's.
+    """
+    import torch
+
+    source = open_dataset(spec, "val", size=preprocess.size, seed=seed, length=count or DEFAULT_VAL_IMAGES,
+                          length_option="--val-images")
+    if len(source.classes) != len(classes):
+        raise InputError(f"data set {spec} has {len(source.classes)} classes but the model predicts {len(classes)}; "
+                         "pass --val with the model's data")
+    images, masks, truth = load_instance_set(source, preprocess)
+    x = normalize_batch(torch.from_numpy(images), preprocess).numpy()
+    return InstanceVal(spec, x, masks, truth, tuple(classes))
+
+
+def instance_metrics(path: str | Path, val: InstanceVal, backend: str = "onnxruntime") -> dict[str, Any]:
+    """AP (mask, box) and rendered-map mIoU of the graph at ``path`` on ``val``."""
+    from segexport.runners.onnxruntime_runner import open_session
+
+    if backend != "onnxruntime":
+        raise InputError(f"instance networks are judged on ONNX Runtime, not {backend}")
+    session = open_session(path)
+    name = session.get_inputs()[0].name
+    parts = [session.run(None, {name: val.images[s : s + BATCH]}) for s in range(0, len(val), BATCH)]
+    outputs = [np.concatenate(column) for column in zip(*parts)]
+    return evaluate_instances(outputs, val.masks, val.truth, val.classes)
+
+
+def measure_instances(path: str | Path, val: InstanceVal, reference: dict[str, Any], label: str,
+                      backend: str = "onnxruntime") -> dict[str, Any]:
+    """The variant's AP against the FP32 reference's: ``drop_points`` is the larger AP drop."""
+    found = instance_metrics(path, val, backend)
+    keys = ("mask_ap", "mask_ap50", "box_ap", "box_ap50", "miou")
+    drops = {k: 100.0 * (reference[k] - found[k]) for k in ("mask_ap", "box_ap")}
+    return {
+        "val": val.source, "images": len(val), "metric": "AP",
+        "reference": {"label": REFERENCE_LABEL, **{k: reference[k] for k in keys}},
+        "variant": {"label": label, **{k: found[k] for k in keys}},
+        "drop_points": max(drops.values()), "drops": drops,
+    }
