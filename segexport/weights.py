@@ -41,10 +41,14 @@ def _with_batch_counters(own: dict[str, torch.Tensor], state: dict[str, torch.Te
     return filled
 
 
+INSTANCE_CLASSIFIER = "roi_heads.box_predictor.cls_score.weight"  # Mask R-CNN's (torchvision's key)
+
+
 def _last_classifier_weight(model: nn.Module) -> str | None:
     """Key of the classifier's last weight: its first dimension is the number of classes."""
-    keys = [k for k in model.state_dict() if k.startswith("classifier.") and k.endswith(".weight")]
-    return keys[-1] if keys else None
+    own = model.state_dict()
+    keys = [k for k in own if k.startswith("classifier.") and k.endswith(".weight")]
+    return keys[-1] if keys else (INSTANCE_CLASSIFIER if INSTANCE_CLASSIFIER in own else None)
 
 
 def model_from_weights_file(

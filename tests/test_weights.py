@@ -188,3 +188,18 @@ def test_cli_bad_backbone_checkpoint(cli, tmp_path) -> None:
     assert not (tmp_path / "o").exists()
     r = cli("train", "fcn8s", "--backbone-checkpoint", tmp_path / "nope.pth", "--out", tmp_path / "o")
     assert_one_line_error(r, "nope.pth", "not found")
+
+
+def test_torchvision_maskrcnn_file_loads_with_its_class_count(tmp_path):
+    """A torchvision-keyed Mask R-CNN file as its COCO weights are saved (FrozenBatchNorm: no
+    ``num_batches_tracked``), fine-tuned to 3 classes: it loads without torchvision."""
+    shapes = {k: v for k, v in _shapes("maskrcnn_resnet50_fpn").items() if not k.endswith("num_batches_tracked")}
+    heads = {"roi_heads.box_predictor.cls_score.weight": [3, 1024], "roi_heads.box_predictor.cls_score.bias": [3],
+             "roi_heads.box_predictor.bbox_pred.weight": [12, 1024], "roi_heads.box_predictor.bbox_pred.bias": [12],
+             "roi_heads.mask_predictor.mask_fcn_logits.weight": [3, 256, 1, 1],
+             "roi_heads.mask_predictor.mask_fcn_logits.bias": [3]}
+    state = _random_state({**shapes, **heads}, seed=3)
+    torch.save(state, tmp_path / "maskrcnn.pth")
+    model = model_from_weights_file("maskrcnn", tmp_path / "maskrcnn.pth")
+    assert model.num_classes == 3 and not model.training
+    _assert_loaded(model, state)

@@ -67,11 +67,13 @@ def test_commands_not_yet_for_instance_networks_say_so(capfd, maskrcnn_checkpoin
     cases = [
         (("build", "maskrcnn", "--out", tmp_path / "b"), "does not verify instance networks"),
         (("predict", maskrcnn_checkpoint[0], image, "--out", tmp_path / "p"), "instance networks"),
+        (("quantize", maskrcnn_export[0] / "model.onnx", "--int8", "--target", "openvino", "--out", tmp_path / "q"),
+         "judged on ONNX Runtime"),
         (("predict", maskrcnn_export[0] / "model.onnx", image, "--out", tmp_path / "p"), "instance networks"),
     ]
     for args, fragment in cases:
         assert_one_line_error(run_cli_in_process(capfd, *args), fragment)
-    assert not (tmp_path / "b").exists() and not (tmp_path / "p").exists()
+    assert not any((tmp_path / d).exists() for d in ("b", "p", "q"))
 
 
 @pytest.mark.parametrize("precision", ["--fp16", "--int8"])
