@@ -32,6 +32,7 @@ import onnx
 from segexport.checkpoint import load_checkpoint
 from segexport.data import normalize_batch, open_dataset
 from segexport.errors import SegexportError
+from segexport.export.verify_instances import run_batches
 from segexport.pipeline.export_stage import export_model
 from segexport.precision.calibrate import CalibrationSettings, calibrate, save_ranges
 from segexport.precision.calibration_data import load_calibration_images
@@ -51,13 +52,13 @@ def run_outputs(path: Path, images: np.ndarray) -> tuple[list[np.ndarray], float
 
     session = open_session(path)
     x = normalize_batch(torch.from_numpy(images[0]), images[1]).numpy()
-    parts = [session.run(None, {"images": x[s : s + BATCH]}) for s in range(0, len(x), BATCH)]
+    outputs = run_batches(session, x, BATCH)
     times = []
     for i in range(11):
         start = time.perf_counter()
         session.run(None, {"images": x[i % len(x) : i % len(x) + 1]})
         times.append(time.perf_counter() - start)
-    return [np.concatenate(c) for c in zip(*parts)], statistics.median(times[1:]) * 1000
+    return outputs, statistics.median(times[1:]) * 1000
 
 
 def variants(onnx_path: Path, folder: Path, arch_dir: Path, calib_images: int) -> dict[str, Path]:

@@ -312,20 +312,6 @@ def train_model(
     return TrainResult(metrics=m.to_dict(classes), history=history, seconds=seconds, bf16=bf16)
 
 
-def _train_instances(model: nn.Module, train_src: Any, val_src: Any, preprocess: Preprocess, cfg: TrainConfig,
-                     ctx: DistContext | None, progress: bool) -> tuple[TrainResult, int]:
-    """An instance network's training (:mod:`segexport.train_instance`); one process only."""
-    from segexport.train_instance import load_instance_set, train_instance_model
-
-    if ctx is not None:
-        raise ConfigError("instance networks train in one process; run `segexport train` without torchrun")
-    images, _, truth = load_instance_set(train_src, preprocess, progress=progress)
-    val = load_instance_set(val_src, preprocess, progress=progress)
-    result = train_instance_model(model, (images, truth), val, preprocess, cfg, tuple(train_src.classes),
-                                  progress=progress)
-    return result, len(images)
-
-
 def _load_backbone_checkpoint(model: SegmentationModel, path: str | Path | None) -> dict[str, Any]:
     """Load ``path`` into the backbone; what ``model.json`` records about it (empty without one)."""
     if path is None:
@@ -384,7 +370,11 @@ def train_checkpoint(
     check_input_size(model, *size)
     pretrained = _load_backbone_checkpoint(model, backbone_checkpoint)
     if getattr(model, "task", "semantic") == "instance":
-        result, train_count = _train_instances(model, train_src, val_src, preprocess, cfg, ctx, progress)
+        from segexport.train_instance import train_from_sources
+
+        if ctx is not None:
+            raise ConfigError("instance networks train in one process; run `segexport train` without torchrun")
+        result, train_count = train_from_sources(model, train_src, val_src, preprocess, cfg, progress=progress)
     else:
         train = load_arrays(train_src, preprocess, progress=progress and main)
         val = load_arrays(shard_source(val_src, block=EVAL_BATCH), preprocess, progress=progress and main)

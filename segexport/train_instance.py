@@ -148,3 +148,13 @@ def train_instance_model(model: InstanceSegmentationModel, train: tuple[np.ndarr
                             "val_mask_ap50": metrics["mask_ap50"], "val_mask_ap": metrics["mask_ap"]})
             bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val mask AP50 {metrics['mask_ap50']:.3f}")
     return TrainResult(metrics=metrics, history=history, seconds=time.perf_counter() - start, bf16=False)
+
+
+def train_from_sources(model: InstanceSegmentationModel, train_src: SegmentationSource, val_src: SegmentationSource,
+                       preprocess: Preprocess, cfg: TrainConfig, *, progress: bool = True) -> tuple[TrainResult, int]:
+    """Load both splits at the input size and train; (result, training images)."""
+    images, _, truth = load_instance_set(train_src, preprocess, progress=progress)
+    val = load_instance_set(val_src, preprocess, progress=progress)
+    result = train_instance_model(model, (images, truth), val, preprocess, cfg, tuple(train_src.classes),
+                                  progress=progress)
+    return result, len(images)

@@ -15,18 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from segexport.nn.detection import box_iou
+
 MATCH_IOU = 0.99
 SCORE_TOLERANCE = 1e-4
 BATCH = 4
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def match_detections(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict[str, Any]:
@@ -41,7 +34,8 @@ def match_detections(reference: list[np.ndarray], candidate: list[np.ndarray]) -
     for i in range(len(reference[4])):
         k, m = int(reference[4][i]), int(candidate[4][i])
         ref_n, cand_n = ref_n + k, cand_n + m
-        iou = _iou(reference[0][i, :k], candidate[0][i, :m])
+        iou = box_iou(torch.from_numpy(reference[0][i, :k]).double(),
+                      torch.from_numpy(candidate[0][i, :m]).double()).numpy()
         free = np.ones(m, dtype=bool)
         for r in range(k):
             ok = (free & (candidate[2][i, :m] == reference[2][i, r]) & (iou[r] >= MATCH_IOU)
@@ -58,7 +52,8 @@ def match_detections(reference: list[np.ndarray], candidate: list[np.ndarray]) -
             "max_score_error": worst_score, "max_mask_error": worst_mask}
 
 
-def _run_session(session: Any, images: np.ndarray, batch: int) -> list[np.ndarray]:
+def run_batches(session: Any, images: np.ndarray, batch: int) -> list[np.ndarray]:
+    """An ONNX Runtime session's outputs on ``images``, ``batch`` at a time, joined per output."""
     parts = [session.run(None, {session.get_inputs()[0].name: images[s : s + batch]})
              for s in range(0, len(images), batch)]
     return [np.concatenate(column) for column in zip(*parts)]
@@ -80,7 +75,7 @@ def verify_instance_onnx(path: str | Path, model: nn.Module, images: torch.Tenso
     report: dict[str, Any] = {"images": len(images), "match_iou": MATCH_IOU, "score_tolerance": SCORE_TOLERANCE,
                               "problems": []}
     for batch in (1, BATCH):
-        found = match_detections(reference, _run_session(session, x, batch))
+        found = match_detections(reference, run_batches(session, x, batch))
         report[f"batch_{batch}"] = found
         if not found["matched"] == found["reference"] == found["candidate"]:
             report["problems"].append(

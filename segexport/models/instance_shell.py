@@ -121,7 +121,8 @@ class InstanceSegmentationModel(nn.Module):
         c = cfg.fpn_channels
         self.cfg, self.num_classes, self.panet = cfg, num_classes, panet
         self.strides = tuple(body.feature_info.reductions)
-        self.input_divisor = body.feature_info.output_stride * (2 if cfg.rpn_levels > levels else 1)
+        # P6 is a stride-2 max pool of P5 (any size), so the backbone's stride alone constrains the input.
+        self.input_divisor = body.feature_info.output_stride
         self.backbone = _module(
             body=body, fpn=FeaturePyramid(body.feature_info.channels, c, extra_level=cfg.rpn_levels > levels),
             bottom_up=BottomUpPath(c, levels) if panet else None)

@@ -17,6 +17,7 @@ import numpy as np
 from segexport.data import Preprocess, normalize_batch, open_dataset
 from segexport.data.instances import Instances
 from segexport.errors import InputError
+from segexport.export.verify_instances import run_batches
 from segexport.train_instance import evaluate_instances, load_instance_set
 
 BATCH = 8
@@ -63,10 +64,7 @@ def instance_metrics(path: str | Path, val: InstanceVal, backend: str = "onnxrun
 
     if backend != "onnxruntime":
         raise InputError(f"instance networks are judged on ONNX Runtime, not {backend}")
-    session = open_session(path)
-    name = session.get_inputs()[0].name
-    parts = [session.run(None, {name: val.images[s : s + BATCH]}) for s in range(0, len(val), BATCH)]
-    outputs = [np.concatenate(column) for column in zip(*parts)]
+    outputs = run_batches(open_session(path), val.images, BATCH)
     return evaluate_instances(outputs, val.masks, val.truth, val.classes)
 
 

@@ -119,3 +119,12 @@ def test_paper_maskrcnn_has_torchvisions_keys():
     own = {k: list(v.shape) for k, v in model.state_dict().items()}
     assert own == expected["state_dict"]
     assert sum(p.numel() for p in model.parameters()) == expected["num_params"]
+
+
+def test_paper_size_takes_multiples_of_32_as_torchvision_does():
+    from segexport.models import check_input_size
+
+    with torch.device("meta"):
+        model = build_model("maskrcnn", size="paper", num_classes=91)
+    assert model.input_divisor == 32
+    check_input_size(model, 800, 800)
