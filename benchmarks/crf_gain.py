@@ -56,7 +56,7 @@ def checkpoint_for(arch: str, given: dict[str, Path], root: Path) -> Path:
     """The given checkpoint folder, or one trained now with the arch's recipe."""
     if arch in given:
         return given[arch]
-    from segexport.train import train_checkpoint
+    from segexport.train_run import train_checkpoint
 
     out = root / arch
     if not (out / "model.json").is_file():

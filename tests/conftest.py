@@ -16,7 +16,7 @@ def cli():
 
 
 def _train_tiny(arch: str, out: Path, **overrides) -> Path:
-    from segexport.train import train_checkpoint
+    from segexport.train_run import train_checkpoint
 
     quick = dict(epochs=1, train_images=32, val_images=8, batch_size=8, input_size=(64, 64))
     recipe = resolve_recipe(load_recipe(arch), **{**quick, **overrides})

@@ -28,7 +28,7 @@ TIERS: tuple[frozenset[str], ...] = tuple(frozenset(t) for t in (
     {"checkpoint", "weights"},
     {"engine"},  # the TensorRT adapter and engine builds; runs nothing of ours
     {"runners"},
-    {"train", "train_instance"},
+    {"train", "train_instance", "train_run"},
     {"rewrite"},
     {"export"},
     {"precision"},

@@ -20,7 +20,7 @@ from segexport.errors import CheckpointError, InputError
 from segexport.hashing import file_sha256
 from segexport.models import build_model
 from segexport.recipe import load_recipe, resolve_recipe
-from segexport.train import train_checkpoint
+from segexport.train_run import train_checkpoint
 from segexport.weights import (
     load_backbone_weights,
     model_from_weights_file,

@@ -55,7 +55,7 @@ def train_command(
     from segexport.distributed import distributed_session
     from segexport.models import get_entry
     from segexport.models.foreign import folder_name
-    from segexport.train import train_checkpoint
+    from segexport.train_run import train_checkpoint
 
     arch, kwargs = opts.pick_model(arch, model, model_kwargs, recipe)
     get_entry(arch)  # unknown names fail before any work

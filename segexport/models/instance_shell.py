@@ -8,8 +8,8 @@ returns, for ``D`` = ``detections`` slots per image, best first:
 - ``scores`` ``[N, D]`` float,
 - ``classes`` ``[N, D]`` int32 (1.., 0 in empty slots),
 - ``masks`` ``[N, D, M, M]`` float mask probabilities in box coordinates (M = 28), pasted into
-  the image by :func:`segexport.postprocess.instances.paste_masks` on the host, as every
-  deployment of Mask R-CNN does,
+  the image by :func:`segexport.instance_outputs.paste_masks` on the host, the same code for
+  every backend,
 - ``count`` ``[N]`` int32, the filled slots.
 
 Empty slots are zero. Suppression and RoIAlign are segexport's custom operators (static shapes,

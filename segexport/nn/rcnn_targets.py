@@ -79,7 +79,7 @@ def rpn_losses(objectness: torch.Tensor, deltas: torch.Tensor, anchors: torch.Te
         logits.append(objectness[i, chosen])
         wanted.append((label[chosen] == 1).float())
         pos_deltas.append(deltas[i, pos])
-        pos_targets.append(detection.encode_boxes(t.boxes[matched[pos]], anchors[pos]) if len(t.boxes) else deltas[i, pos].detach())
+        pos_targets.append(detection.encode_boxes(t.boxes[matched[pos]], anchors[pos]))  # no objects: no positives
     sampled = max(1, sum(len(w) for w in wanted))
     return {
         "rpn_objectness": F.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(wanted), reduction="sum") / sampled,

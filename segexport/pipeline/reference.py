@@ -207,7 +207,7 @@ def make_reference(plan: BuildPlan, *, progress: bool) -> list[Path]:
     elif plan.random_init:
         _random_init(plan, dst)
     else:
-        from segexport.train import train_checkpoint
+        from segexport.train_run import train_checkpoint
 
         train_checkpoint(plan.recipe, dst, progress=progress, force=True)  # the build claimed its folder
     return read_reference(dst).files()
