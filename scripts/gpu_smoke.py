@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GPU smoke test of the TensorRT path: one line per check, about 6 minutes on one GPU.
+"""GPU smoke test of the TensorRT path: one line per check, about 8 minutes on one GPU.
 
     make gpu-smoke                      # or: .venv/bin/python scripts/gpu_smoke.py [--workdir DIR]
 
@@ -7,7 +7,7 @@ Needs torch with CUDA and the tensorrt wheel matching its CUDA (README, "TensorR
 Checks, in order: the ``gpu``/``trt`` tests; a tiny ``segexport build --fp16 --int8`` with
 engines; ``verify``, ``bench`` and ``predict`` on its ``.plan`` files; ``segexport engine``
 with a fresh, a reused and a corrupt timing cache; a static-batch and a dynamic-shape engine
-through the runner; and, where 2 GPUs exist, a 2-process torchrun ``verify`` whose figures must
+through the runner; a tiny Mask R-CNN's FP16 and INT8 engines with AP rows; and, where 2 GPUs exist, a 2-process torchrun ``verify`` whose figures must
 equal the single process's.
 
 Exit 0 when every check passes, 1 when one fails. Where there is no GPU or no working TensorRT
@@ -136,6 +136,22 @@ def check_timing_cache(work: Path) -> str:
     return "new, reused, " + seen[2]
 
 
+def check_instance_build(work: Path) -> str:
+    """A tiny Mask R-CNN built to FP16 and INT8 engines (RoiAlign and NonMaxSuppression parsed
+    natively, no plugin), whose engine rows must carry COCO AP."""
+    segexport("build", "maskrcnn", "--fp16", "--int8", "--target", "tensorrt", "--epochs", "1", "--train-images", "64",
+              "--val-images", "8", "--calib-images", "8", "--budget-fp16", "100", "--budget-int8", "100",
+              "--out", work / "maskrcnn", "--no-progress", timeout=400)
+    report = json.loads((work / "maskrcnn" / "report.json").read_text())
+    rows = {row["name"]: row for row in report["variants"] if row["backend"] == "tensorrt"}
+    if set(rows) != {"trt-fp16", "trt-int8"}:
+        raise SmokeFailure(f"expected rows trt-fp16 and trt-int8, found {sorted(rows)}")
+    for name, row in rows.items():
+        if row["skipped"] or row["error"] or row.get("mask_ap") is None:
+            raise SmokeFailure(f"{name}: {row['skipped'] or row['error'] or 'no mask AP'}")
+    return ", ".join(f"{name} mask AP {row['mask_ap']:.3f}" for name, row in sorted(rows.items()))
+
+
 def check_runner_shapes(work: Path) -> str:
     return pytest_summary(RUNNER_TESTS, timeout=180)
 
@@ -163,6 +179,7 @@ CHECKS: list[tuple[str, Callable[[Path], str], bool]] = [  # name, check, needs 
     ("segexport predict (.plan)", check_predict, True),
     ("segexport engine: fresh, reused, corrupt timing cache", check_timing_cache, True),
     ("runner: static-batch and dynamic-shape engines", check_runner_shapes, False),
+    ("segexport build maskrcnn --fp16 --int8 (instance engines)", check_instance_build, False),
     ("torchrun --nproc-per-node 2 verify", check_torchrun_verify, True),
 ]
 

@@ -50,6 +50,8 @@ class PredictedImage:
     size: tuple[int, int]
     classes: tuple[str, ...]
     crf_changed: float | None = None  # with the CRF: fraction of pixels whose label it changed
+    detections: Path | None = None  # an instance network's STEM.json (see ``predict_instances``)
+    objects: int | None = None  # and how many objects it lists
 
 
 def expand_images(paths: Sequence[str | Path]) -> list[Path]:
@@ -156,15 +158,17 @@ def _save(file: Path, image: np.ndarray, labels: np.ndarray, spec: ArtifactSpec,
     return PredictedImage(file, mask_path, overlay_path, (int(labels.shape[0]), int(labels.shape[1])), found)
 
 
-def output_names(files: Sequence[Path], overlay: bool) -> list[str]:
-    """The file names predict writes for ``files``: ``STEM.png`` (and ``STEM.overlay.png``)."""
-    return [f"{f.stem}{suffix}" for f in files for suffix in (".png", ".overlay.png")[: 2 if overlay else 1]]
+def output_names(files: Sequence[Path], overlay: bool, instance: bool = False) -> list[str]:
+    """The file names predict writes for ``files``: ``STEM.png`` (and ``STEM.overlay.png``; an
+    instance network's ``STEM.json`` too)."""
+    suffixes = (".png", *((".json",) if instance else ()), *((".overlay.png",) if overlay else ()))
+    return [f"{f.stem}{suffix}" for f in files for suffix in suffixes]
 
 
-def _claim(files: Sequence[Path], out: Path, artifact: Path, overlay: bool, force: bool) -> Path:
+def _claim(files: Sequence[Path], out: Path, artifact: Path, overlay: bool, force: bool, instance: bool) -> Path:
     """Refuse an ``out`` where a mask would replace an input image (always) or a file segexport
     did not write (unless ``force``); see :func:`segexport.ownership.claim_outputs`."""
-    names = output_names(files, overlay)
+    names = output_names(files, overlay, instance)
     twice = sorted(n for n, count in Counter(names).items() if count > 1)
     if twice:
         raise InputError(f"--out {out}: a mask and an overlay would both be named {twice[0]!r}; rename that "
@@ -188,10 +192,32 @@ def _is_instance(artifact: Path, spec: ArtifactSpec) -> bool:
     return spec.arch in {entry.name for entry in list_models() if entry.task == "instance"}
 
 
+def _instances(outputs: dict[str, np.ndarray], files: list[Path], rgbs: list[np.ndarray], spec: ArtifactSpec,
+               palette: np.ndarray, out: Path, overlay: bool, min_score: float) -> list[PredictedImage]:
+    """One batch of an instance network: each image's class map, detections and overlay."""
+    from segexport.deploy.predict_instances import (
+        image_detections,
+        save_instances,
+        semantic_map,
+    )
+
+    results = []
+    for i, (file, rgb) in enumerate(zip(files, rgbs, strict=True)):
+        size = (int(rgb.shape[0]), int(rgb.shape[1]))
+        found = image_detections(outputs, i, size, tuple(spec.preprocess.size), spec.preprocess.resize, min_score)
+        labels = semantic_map(found, size)
+        mask = _save(file, rgb, labels, spec, palette, out, overlay=False)
+        listing, drawn = save_instances(file.stem, rgb, found, spec.classes, palette, out, overlay, OVERLAY_ALPHA)
+        results.append(dataclasses.replace(mask, overlay=drawn, detections=listing, objects=len(found)))
+    return results
+
+
 def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: str | Path = "predictions",
                    overlay: bool = False, crf: bool = False, progress: bool = True,
-                   force: bool = False, backend: str | None = None) -> list[PredictedImage]:
-    """Write a colour mask (and an overlay) for every image, with ``artifact`` on ``backend``.
+                   force: bool = False, backend: str | None = None,
+                   min_score: float | None = None) -> list[PredictedImage]:
+    """Write a colour mask (and an overlay) for every image, with ``artifact`` on ``backend``;
+    for an instance network also the detections (:mod:`segexport.deploy.predict_instances`).
 
     Args:
         artifact: a checkpoint folder, ``.onnx`` file or ``.plan``/``.engine`` TensorRT engine.
@@ -203,6 +229,7 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
         force: write masks even over files of those names that segexport did not write, or
             masks of another artifact (an input image is never written over, even so).
         backend: a registered backend that runs the artifact (default: its kind's first).
+        min_score: an instance network's detections scoring below it are left out (default 0.5).
 
     Returns:
         One :class:`PredictedImage` per image, in input order.
@@ -212,16 +239,20 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
             for a model with a CRF in its graph.
         MissingDependencyError: the artifact's backend is not installed (e.g. tensorrt for a .plan).
         CheckFailed: the backend cannot run the artifact.
-        ConfigError: with ``crf``, invalid CRF values in the arch's recipe.
+        ConfigError: with ``crf``, invalid CRF values in the arch's recipe; ``crf`` or
+            ``min_score`` where they do not apply.
     """
+    from segexport.deploy.predict_instances import check_min_score
     from segexport.runners import open_runner
     from segexport.verify.plots import class_palette
 
     files = expand_images(images)
     spec = read_artifact_spec(artifact)
-    if _is_instance(Path(artifact), spec):
-        raise ConfigError(f"{artifact}: predict draws class masks; instance networks ({spec.arch}) get their "
-                          "overlays in a later version")
+    instance = _is_instance(Path(artifact), spec)
+    score = check_min_score(min_score, instance)
+    if instance and crf:
+        raise ConfigError(f"{artifact}: --crf refines a semantic network's logits; {spec.arch} is an instance "
+                          "network, drop --crf")
     if len(spec.classes) > 255:
         raise InputError(f"{artifact}: {len(spec.classes)} classes do not fit an 8-bit mask (255 at most)")
     palette = class_palette(256)
@@ -229,11 +260,15 @@ def predict_images(artifact: str | Path, images: Sequence[str | Path], *, out: s
     if crf:
         _check_no_graph_crf(Path(artifact))
         params = artifact_crf_params(spec)
-    out_dir = _claim(files, Path(out), Path(artifact), overlay, force)
+    out_dir = _claim(files, Path(out), Path(artifact), overlay, force, instance)
     results: list[PredictedImage] = []
     with open_runner(artifact, backend=backend) as runner, progress_bar(progress and len(files) > 1) as bar:
         task = bar.add_task("predict", total=len(files), info=runner.device)
         for chunk, rgbs, inputs in _batches(files, spec):
+            if instance:
+                results += _instances(runner.run_outputs(inputs), chunk, rgbs, spec, palette, out_dir, overlay, score)
+                bar.advance(task, len(chunk))
+                continue
             logits = runner.run(inputs)
             for file, rgb, scores in zip(chunk, rgbs, logits, strict=True):
                 labels, changed = _labels(scores, rgb, spec.preprocess.resize, params)

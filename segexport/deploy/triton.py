@@ -82,8 +82,11 @@ def _tensor_block(key: str, tensors: list[TensorSpec]) -> list[str]:
     for i, t in enumerate(tensors):
         if t.dtype not in _TRITON_TYPES:
             raise InputError(f"tensor {t.name!r} has type {t.dtype}, which Triton does not serve")
-        lines += ["  {", f'    name: "{t.name}"', f"    data_type: {_TRITON_TYPES[t.dtype]}",
-                  f"    dims: [ {', '.join(map(str, t.shape))} ]", "  }" + ("," if i < len(tensors) - 1 else "")]
+        # A per-image scalar (an instance network's count, [N] with the batch axis dropped) is
+        # declared as Triton documents it: dims [ 1 ] reshaped to [ ].
+        dims = ", ".join(map(str, t.shape or (1,)))
+        lines += ["  {", f'    name: "{t.name}"', f"    data_type: {_TRITON_TYPES[t.dtype]}", f"    dims: [ {dims} ]",
+                  *([] if t.shape else ["    reshape: { shape: [ ] }"]), "  }" + ("," if i < len(tensors) - 1 else "")]
     return [*lines, "]"]
 
 
@@ -236,6 +239,9 @@ def write_triton_repo(build_dir: str | Path, repo: str | Path, *, name: str | No
         raise ConfigError(f"--name {prefix!r}: use letters, digits, '_', '-' and '.', starting with a letter or digit")
     if instances < 1 or (max_batch is not None and max_batch < 1):
         raise ConfigError(f"--instances and --max-batch must be at least 1, got {instances} and {max_batch}")
+    if python_backend and manifest.task == "instance":
+        raise ConfigError(f"--python-backend serves class masks; {manifest.arch} is an instance network, whose models "
+                          "serve the padded detections themselves: drop --python-backend")
     names = [*_model_names(manifest, root, prefix, python_backend), readme_name(prefix)]
     claim_outputs(repo, names, source=path_source("the build", root, repo), force=force, option="--repo")
     result = TritonRepo(repo, [], repo / readme_name(prefix))

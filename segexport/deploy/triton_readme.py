@@ -39,7 +39,7 @@ def _models_table(repo: TritonRepo) -> list[str]:
     return lines
 
 
-def _preprocessing(spec: ArtifactSpec) -> list[str]:
+def _preprocessing(spec: ArtifactSpec, instance: bool = False) -> list[str]:
     p = spec.preprocess
     how = ("bilinear resize to that size" if p.resize == "resize"
            else "pad bottom and right to that size with the mean colour (images must not be larger)")
@@ -50,8 +50,17 @@ def _preprocessing(spec: ArtifactSpec) -> list[str]:
         f"- geometry: {how};",
         "- values: `x = (pixel / 255 - mean) / std` per channel, with",
         f"  `mean = {list(p.mean)}` and `std = {list(p.std)}`;",
-        "- output `logits`: float32 `[N, C, H, W]`; a pixel's class is the argmax over C.", "",
+        _INSTANCE_OUTPUTS if instance else "- output `logits`: float32 `[N, C, H, W]`; a pixel's class is the argmax over C.",
+        "",
     ]
+
+
+_INSTANCE_OUTPUTS = (
+    "- outputs of an instance network, padded to D detections per image, best first: `boxes` float32 "
+    "`[N, D, 4]` (x1, y1, x2, y2 in input pixels), `scores` float32 `[N, D]`, `classes` int32 `[N, D]` "
+    "(indices into the table below), `masks` float32 `[N, D, M, M]` (probabilities inside each box) and "
+    "`count` int32 `[N]` (filled slots; the rest are zeros). Paste each mask into its box and threshold "
+    "it at 0.5, as `segexport predict` does.")
 
 
 def _classes(spec: ArtifactSpec) -> list[str]:
@@ -90,7 +99,7 @@ def render_readme(repo: TritonRepo, manifest: BuildManifest, spec: ArtifactSpec)
     if any(m.platform == "tensorrt_plan" for m in repo.models):
         lines += [("TensorRT plans run only on the TensorRT version and GPU model that built them (their build "
                   "record `*.json` in the build folder says which): the server's TensorRT backend must match."), ""]
-    lines += [*_preprocessing(spec), *_classes(spec)]
+    lines += [*_preprocessing(spec, manifest.task == "instance"), *_classes(spec)]
     lines += [line for m in repo.models if m.platform == "python" for line in _e2e(m)]
     if repo.notes:
         lines += ["## Notes", "", *(f"- {n}" for n in repo.notes), ""]

@@ -160,7 +160,7 @@ def _variants(b: _Build, onnx: Path, size: tuple[int, int]) -> list[Any]:
         fp16_onnx = output_files(plan.build_dir, "fp16", None)[0]
         variants.append(_spec(plan, "onnx-fp16", "onnxruntime", "fp16", None, fp16_onnx, "fp16",
                               _precision_details(record)))
-        if plan.onnx_source is None:
+        if plan.onnx_source is None and plan.task != "instance":  # its detection ops have no CPU half kernels
             variants.append(_spec(plan, "pytorch-fp16", "torch", "fp16", None, plan.build_dir / REFERENCE_DIR,
                                   "fp16", {"arithmetic": "true half: the PyTorch model in torch.float16 on the CPU"}))
     int8_rows, int8_onnx = _int8_variants(b, onnx)
@@ -179,7 +179,8 @@ def _manifest(plan: BuildPlan, size: tuple[int, int], variants: list[Any]) -> Pa
     from_onnx = plan.onnx_source is not None
     manifest = BuildManifest(arch=plan.arch, reference="model.onnx" if from_onnx else REFERENCE_DIR, data=plan.data,
                              seed=plan.seed, val_images=plan.val_images, input_size=size, variants=variants,
-                             random_init=plan.random_init, reference_backend="onnxruntime" if from_onnx else "torch")
+                             random_init=plan.random_init, reference_backend="onnxruntime" if from_onnx else "torch",
+                             task=plan.task)
     return write_manifest(plan.build_dir, manifest)
 
 

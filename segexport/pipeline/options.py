@@ -17,7 +17,7 @@ from segexport import limits
 from segexport.errors import CheckpointError, ConfigError, InputError
 from segexport.fsutil import check_output_file
 from segexport.ownership import check_writable
-from segexport.precision.targets import TARGETS
+from segexport.precision.targets import TARGETS, instance_targets
 from segexport.recipe import Recipe, load_recipe, resolve_recipe
 from segexport.runners.registry import BACKENDS
 from segexport.verify.render import JUNIT_SOURCE
@@ -137,6 +137,7 @@ class BuildPlan:
     triton_repo: Path | None = None
     force: bool = False
     onnx_source: Any = None  # an OnnxSource when the build starts from an ONNX file
+    task: str = "semantic"  # "instance": padded detections, judged by COCO AP (budgets in AP points)
 
     @property
     def onnx_backends(self) -> tuple[str, ...]:
@@ -291,10 +292,10 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     o = options
     onnx_src = _check_onnx_source(o)
     arch = onnx_src.arch if onnx_src is not None else o.arch
-    if onnx_src is None and get_entry(o.arch).task == "instance":
-        raise ConfigError(f"segexport build does not verify instance networks yet ({o.arch}); use `segexport train`, "
-                          "`segexport export` (detections checked against PyTorch) and `segexport check`")
+    task = get_entry(o.arch).task if onnx_src is None else "semantic"
     chosen = resolve_targets(o.target)
+    if task == "instance":
+        chosen = instance_targets(chosen, every=chosen == resolve_targets(ALL_TARGETS))
     unknown = sorted(set(o.overrides or {}) - set(RECIPE_OVERRIDES))
     if unknown:
         raise ConfigError(f"unknown override(s) {', '.join(unknown)}; allowed: {', '.join(RECIPE_OVERRIDES)}")
@@ -338,7 +339,7 @@ def plan_build(options: BuildOptions) -> BuildPlan:
         skip_accuracy=o.skip_accuracy or o.random_init,
         budgets={"fp16": recipe.budget_fp16, **{f"int8.{t.name}": getattr(recipe, t.budget_key) for t in TARGETS.values()}},
         junit=check_output_file(o.junit, "--junit", source=JUNIT_SOURCE, force=o.force), triton_repo=triton_repo,
-        force=o.force,
+        force=o.force, task=task,
     )
 
 

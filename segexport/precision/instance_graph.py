@@ -17,6 +17,8 @@ from __future__ import annotations
 import onnx
 
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FEATURE_READ = ""  # stands for RoIAlign's feature input among a tensor's readers (node names are never empty)
+LAYOUT = ("Reshape", "Flatten", "Transpose", "Concat")  # with Add: what may sit between a last layer and the geometry
 FOLLOWERS = ("Relu", "Add", "MaxPool", "Resize", "Reshape", "Flatten", "Transpose", "ReduceMax", "Concat", "Max")
 
 
@@ -48,9 +50,34 @@ def feature_nodes(model: onnx.ModelProto) -> set[str]:
     return found
 
 
+def head_outputs(model: onnx.ModelProto, features: set[str]) -> set[str]:
+    """Each head's last layer, whose outputs the geometry decodes (RPN objectness and deltas,
+    class scores and box deltas, mask logits), with the layout nodes between it and the geometry:
+    the weighted, layout and ``Add`` feature nodes all of whose readers are geometry or such
+    nodes. RoIAlign reading a tensor as its features (input 0) is a feature reader: pooling
+    FP16 or INT8 features is what the pyramid is for."""
+    readers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            feature_read = node.op_type == "RoiAlign" and i == 0
+            readers.setdefault(name, []).append(FEATURE_READ if feature_read else node.name)
+    graph_outputs = {o.name for o in model.graph.output}
+    tails: set[str] = set()
+    for node in reversed(model.graph.node):  # readers before the nodes they read
+        if node.name not in features or node.op_type not in (*WEIGHTED, *LAYOUT, "Add"):
+            continue
+        read_by = [r for out in node.output for r in readers.get(out, [])]
+        if not any(out in graph_outputs for out in node.output) and \
+                all(r != FEATURE_READ and (r not in features or r in tails) for r in read_by):
+            tails.add(node.name)
+    return tails
+
+
 def geometry_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of every node outside the feature part: kept FP32 in FP16 and INT8 models."""
+    """Names of every node outside the feature part, and of the heads' last layers whose
+    outputs the geometry decodes: kept FP32 in FP16 and INT8 models."""
     features = feature_nodes(model)
+    features -= head_outputs(model, features)
     return [n.name for n in model.graph.node if n.name not in features]
 
 

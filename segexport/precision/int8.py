@@ -13,6 +13,8 @@ The targets (``precision.targets``) include:
   every operator the library quantizes; ONNX Runtime's optimiser fuses the Q/DQ into
   QLinearConv, QLinearAdd, QLinearConcat, ... Weights use the full 8 bits (``reduce_range``
   off): CPUs with VNNI do not saturate; older AVX2-only CPUs may lose accuracy to saturation.
+  An instance network's first layers (those reading the image) take 7-bit weights, the
+  saturation fix, measured on its AP (``targets.Int8Target.first_layer_7bit``).
 
 Both targets keep in FP32 the max-pools whose output an ``Equal`` compares (the MaxUnpool
 rewrite's masks, see :func:`pools_compared_exactly`), and the logits tail: the operators after the last weighted layer (the
@@ -83,9 +85,10 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, target: Int8Targ
 
 def quantize_options(target: Int8Target, model: onnx.ModelProto) -> dict[str, Any]:
     """``quantize_static``'s ``extra_options`` for ``target`` on ``model``: the target's own, plus
-    7-bit weights (``reduce_range``) on its first layers when it asks for them."""
+    7-bit weights (``reduce_range``) on its first layers when it asks for them for the graph's task."""
     options = dict(target.extra_options)
-    if target.first_layer_7bit:
+    task = next((p.value for p in model.metadata_props if p.key == "task"), "semantic")
+    if task in target.first_layer_7bit:
         overrides = dict(options.get("TensorQuantOverrides", {}))
         for name in first_layers(model):
             overrides[name] = [{"reduce_range": True}]

@@ -1,4 +1,4 @@
-"""The one runner interface: normalised images in, logits out, whatever the backend.
+"""The one runner interface: normalised images in, logits (or detections) out, whatever the backend.
 
 A runner owns one loaded artifact (a checkpoint folder, an ONNX file or a TensorRT engine) and
 nothing else: no data loading, no comparison. Verification and benchmarks feed every runner
@@ -36,6 +36,8 @@ class Runner(abc.ABC):
             this size), or None when unknown.
         inference_precision: the arithmetic the backend chose when it is not simply the graph's
             (OpenVINO's CPU plugin may compute an FP32 graph in bf16), else None.
+        task: ``semantic`` (``run`` gives logits) or ``instance`` (``run_outputs`` gives the
+            padded detections ``boxes``, ``scores``, ``classes``, ``masks``, ``count``).
     """
 
     backend: ClassVar[str]
@@ -45,16 +47,39 @@ class Runner(abc.ABC):
     device: str = "cpu"
     input_size: tuple[int, int] | None = None
     inference_precision: str | None = None
+    task: str = "semantic"
 
     @abc.abstractmethod
     def run(self, images: np.ndarray) -> np.ndarray:
-        """float32 NCHW normalised images -> float32 NCHW logits (N, classes, H, W), at input size."""
+        """float32 NCHW normalised images -> float32 NCHW logits (N, classes, H, W), at input size.
+
+        Raises:
+            InputError: an instance network (see :meth:`run_outputs`).
+        """
+
+    def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name: ``{"logits": ...}`` for a semantic network; an instance
+        network's padded detections (``boxes [N, D, 4]``, ``scores [N, D]``, ``classes [N, D]``,
+        ``masks [N, D, M, M]``, ``count [N]``)."""
+        return {"logits": self.run(images)}
+
+    def forward(self, images: np.ndarray) -> None:
+        """One inference on ``images``, whatever the task (what latency measures)."""
+        if self.task == "instance":
+            self.run_outputs(images)
+        else:
+            self.run(images)
 
     def timed_run(self, images: np.ndarray) -> float:
-        """Seconds for one ``run(images)`` (wall clock; GPU runners override with device events)."""
+        """Seconds for one :meth:`forward` (wall clock; GPU runners override with device events)."""
         start = time.perf_counter()
-        self.run(images)
+        self.forward(images)
         return time.perf_counter() - start
+
+    def no_logits(self) -> InputError:
+        """The error ``run`` raises for an instance network, whose outputs are detections."""
+        return InputError(f"{self.artifact}: an instance network's outputs are detections, not logits; "
+                          "use run_outputs (segexport predict draws them)")
 
     def close(self) -> None:
         """Release the loaded model (the runner is unusable afterwards)."""

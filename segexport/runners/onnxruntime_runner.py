@@ -153,26 +153,37 @@ class OnnxRuntimeRunner(Runner):
         self.precision = precision or graph_precision(self.artifact)  # after ORT accepted the file
         self.providers: list[str] = list(self._session.get_providers())
         self._input = self._session.get_inputs()[0].name
-        self._output = _logits_output(self._session, self.artifact)
+        self.task = self._session.get_modelmeta().custom_metadata_map.get("task", "semantic")
+        self._output = None if self.task == "instance" else _logits_output(self._session, self.artifact)
         batch = self._session.get_inputs()[0].shape[0]
         self.fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.input_size = _input_size(self._session)
         where = "cpu" if self.providers[0] == "CPUExecutionProvider" else "gpu"
         self.device = f"{where}, onnxruntime {ort.__version__} {self.providers[0]}, {self.threads} threads"
 
-    def run(self, images: np.ndarray) -> np.ndarray:
+    def _outputs(self, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """``names`` of the session's outputs on ``images`` (chunks of a fixed batch, the last padded)."""
         if self._session is None:
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
         x = check_images(images, self)
         try:
             if self.fixed_batch is None or len(x) == self.fixed_batch:
-                out = self._session.run([self._output], {self._input: x})[0]
-            else:  # chunks of the fixed batch, the last one padded
-                out = run_onnx(self._session, torch.from_numpy(x), self.fixed_batch)[self._output]
+                return dict(zip(names, self._session.run(names, {self._input: x})))
+            found = run_onnx(self._session, torch.from_numpy(x), self.fixed_batch)
+            return {name: found[name] for name in names}
         except ort_errors() as exc:
             raise CheckFailed(f"{self.artifact}: ONNX Runtime failed on {x.shape} "
                               f"({str(exc).splitlines()[0][:200]})") from exc
-        return np.asarray(out, dtype=np.float32)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        if self._output is None:
+            raise self.no_logits()
+        return np.asarray(self._outputs(images, [self._output])[self._output], dtype=np.float32)
+
+    def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self._output is not None:
+            return super().run_outputs(images)
+        return self._outputs(images, [o.name for o in self._session.get_outputs()])
 
     def close(self) -> None:
         self._session = None

@@ -180,7 +180,9 @@ class OpenVINORunner(Runner):
         core = ov.Core()
         model, found, meta = read_model(core, self.artifact)
         self.precision = precision or found
-        self._output = _logits_output(model, self.artifact)
+        self.task = meta.get("task", "semantic")
+        self._names = [o.get_any_name() for o in model.outputs]
+        self._output = None if self.task == "instance" else _logits_output(model, self.artifact)
         batch = model.inputs[0].get_partial_shape()[0]
         self.fixed_batch = batch.get_length() if batch.is_static else None
         self.input_size = _input_size(model, meta)
@@ -197,31 +199,41 @@ class OpenVINORunner(Runner):
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
         return self._compiled.get_property(name)
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         # infer() copies the outputs out of the request, so the next run cannot overwrite them.
-        return self._request.infer({0: x})[self._output]
+        result = self._request.infer({0: x})
+        return [result[i] for i in range(len(self._names))]
 
-    def _infer_fixed(self, x: np.ndarray, batch: int) -> np.ndarray:
+    def _infer_fixed(self, x: np.ndarray, batch: int) -> list[np.ndarray]:
         """Chunks of exactly ``batch`` images, the last one padded with copies of its last image."""
         outputs = []
         for start in range(0, len(x), batch):
             chunk = x[start : start + batch]
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
-            outputs.append(self._infer(padded)[: len(chunk)])
-        return np.concatenate(outputs)
+            outputs.append([value[: len(chunk)] for value in self._infer(padded)])
+        return [np.concatenate(column) for column in zip(*outputs)]
 
-    def run(self, images: np.ndarray) -> np.ndarray:
+    def _outputs(self, images: np.ndarray) -> list[np.ndarray]:
+        """Every output on ``images``, in the model's order."""
         if self._request is None:
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
         x = check_images(images, self)
         try:
             if self.fixed_batch is None or len(x) == self.fixed_batch:
-                out = self._infer(x)
-            else:
-                out = self._infer_fixed(x, self.fixed_batch)
+                return self._infer(x)
+            return self._infer_fixed(x, self.fixed_batch)
         except RuntimeError as exc:
             raise CheckFailed(f"{self.artifact}: OpenVINO failed on {x.shape} ({ov_reason(exc)})") from exc
-        return np.asarray(out, dtype=np.float32)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        if self._output is None:
+            raise self.no_logits()
+        return np.asarray(self._outputs(images)[self._output], dtype=np.float32)
+
+    def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self._output is not None:
+            return super().run_outputs(images)
+        return dict(zip(self._names, self._outputs(images)))
 
     def close(self) -> None:
         self._request = None

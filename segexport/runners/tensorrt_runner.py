@@ -117,6 +117,7 @@ class TensorRTRunner(Runner):
         if mismatch:
             raise InputError(f"{self.artifact}: {mismatch}")
         self.precision = record["precision"]
+        self.task = record.get("metadata", {}).get("task", "semantic")
         self._device = torch.device("cuda", index)
         with torch.cuda.device(self._device):
             self._load(trt, engine_bytes(self.artifact, record))
@@ -158,7 +159,7 @@ class TensorRTRunner(Runner):
         if len(inputs) != 1:
             raise InputError(f"{self.artifact}: expected one image input, the engine has {inputs}")
         self._input = inputs[0]
-        self._logits = self._logits_output(trt)
+        self._logits = None if self.task == "instance" else self._logits_output(trt)
         batch = self._engine.get_tensor_shape(self._input)[0]
         self.fixed_batch = int(batch) if batch > 0 else None
 
@@ -182,8 +183,8 @@ class TensorRTRunner(Runner):
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - real, axis=0)])
             yield chunk, real
 
-    def _execute(self, chunk: np.ndarray) -> tuple[np.ndarray, float]:
-        """Logits of one chunk, and the seconds the engine ran (CUDA events around execute_async_v3)."""
+    def _execute(self, chunk: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """Every output of one chunk, and the seconds the engine ran (CUDA events around execute_async_v3)."""
         import torch
 
         ctx = self._context
@@ -204,11 +205,13 @@ class TensorRTRunner(Runner):
             start.record(self._stream)
             ok = ctx.execute_async_v3(self._stream.cuda_stream)
             end.record(self._stream)
-            logits = outputs[self._logits].float().cpu().numpy()  # ordered after the engine on this stream
+            # Copies ordered after the engine on this stream; half outputs come back as float32.
+            found = {name: (value.float() if value.is_floating_point() else value).cpu().numpy()
+                     for name, value in outputs.items()}
         self._stream.synchronize()
         if not ok:
             raise CheckFailed(f"{self.artifact}: TensorRT failed to run it on {chunk.shape} (see its log above)")
-        return logits, start.elapsed_time(end) / 1000.0
+        return found, start.elapsed_time(end) / 1000.0
 
     def _check_open(self, images: np.ndarray) -> np.ndarray:
         if self._closed:
@@ -216,8 +219,14 @@ class TensorRTRunner(Runner):
         return check_images(images, self)
 
     def run(self, images: np.ndarray) -> np.ndarray:
+        if self._logits is None:
+            raise self.no_logits()
+        return self.run_outputs(images)[self._logits]
+
+    def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
         x = self._check_open(images)
-        return np.concatenate([self._execute(chunk)[0][:real] for chunk, real in self._chunks(x)])
+        parts = [(self._execute(chunk)[0], real) for chunk, real in self._chunks(x)]
+        return {name: np.concatenate([found[name][:real] for found, real in parts]) for name in self._outputs}
 
     def timed_run(self, images: np.ndarray) -> float:
         """Seconds the engine computed on ``images``, from CUDA events around each ``execute_async_v3``.

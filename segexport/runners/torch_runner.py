@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,11 @@ class TorchRunner(Runner):
         self.precision = precision or "fp32"
         self.threads = threads
         model, config = load_checkpoint(self.artifact)
+        self.task = getattr(model, "task", "semantic")
+        self._names: tuple[str, ...] = tuple(getattr(model, "output_names", ("logits",)))
+        if self.task == "instance" and self.precision != "fp32":
+            raise InputError(f"{self.artifact}: instance networks run in float32 in PyTorch (their detection "
+                             "ops have no half kernels on the CPU); drop the precision")
         self._dtype = _DTYPES[self.precision]
         self._model: torch.nn.Module | None = model.to(self._dtype).eval()
         self.config: ModelConfig = config
@@ -64,13 +70,22 @@ class TorchRunner(Runner):
             if torch.get_num_threads() != previous:
                 torch.set_num_threads(previous)
 
-    def run(self, images: np.ndarray) -> np.ndarray:
+    def _forward(self, images: np.ndarray) -> Any:
         if self._model is None:
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
         x = torch.from_numpy(check_images(images, self)).to(self._dtype)
         with self._threads(), torch.inference_mode():
-            logits = self._model(x)
-        return logits.float().numpy()
+            return self._model(x)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        if self.task == "instance":
+            raise self.no_logits()
+        return self._forward(images).float().numpy()
+
+    def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self.task != "instance":
+            return super().run_outputs(images)
+        return {name: value.numpy() for name, value in zip(self._names, self._forward(images))}
 
     def close(self) -> None:
         self._model = None

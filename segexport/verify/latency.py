@@ -100,11 +100,11 @@ def measure_latency(runner: Runner, images: np.ndarray, *, runs: int | None = No
     """
     single = np.ascontiguousarray(images[:1])
     for _ in range(WARMUP_RUNS):
-        runner.run(single)
+        runner.forward(single)
     times = np.asarray(_time_runs(runner, single, runs, default=DEFAULT_RUNS, minimum=MIN_RUNS)) * 1000.0
     batch = runner.fixed_batch or batch or throughput_batch(images.shape[2:])
     batched = batch_of(images, batch)
-    runner.run(batched)  # warm-up: a new shape may trigger allocations or kernel selection
+    runner.forward(batched)  # warm-up: a new shape may trigger allocations or kernel selection
     batch_times = _time_runs(runner, batched, None if runs is None else max(3, runs // 5),
                              default=max(3, DEFAULT_RUNS // 5), minimum=1, limit=BATCHED_TIME_LIMIT_S)
     p50, p90, p99 = (float(v) for v in np.percentile(times, [50, 90, 99]))

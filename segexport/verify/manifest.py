@@ -64,6 +64,8 @@ class BuildManifest:
     # The backend the reference runs on: torch for a checkpoint folder, onnxruntime when the
     # build started from an ONNX file (``reference`` is then the FP32 model.onnx).
     reference_backend: str = "torch"
+    # "semantic" (rows judged by mIoU) or "instance" (padded detections, judged by COCO AP).
+    task: str = "semantic"
 
 
 def _bad(path: Path, what: str) -> InputError:
@@ -149,6 +151,7 @@ def _manifest(path: Path, data: Any) -> BuildManifest:
         random_init=_typed(path, "random_init", data.get("random_init", False), (bool,)),
         reference_backend=_choice(path, "reference_backend", data.get("reference_backend", "torch"),
                                   ("torch", "onnxruntime")),
+        task=_choice(path, "task", data.get("task", "semantic"), ("semantic", "instance")),
     )
 
 

@@ -35,12 +35,15 @@ class Inputs:
         lead: what this process also keeps logits of, draws and times: ``images`` itself in a
             single process and on rank 0 (the first shard block when rank 0's shard is empty);
             None on the other ranks, which only score.
+        truth: an instance network's labelled objects of each val image (``val.masks`` are then
+            the semantic maps they paint); None for a semantic network.
     """
 
     images: np.ndarray
     val: ValData | None
     shard: range
     lead: np.ndarray | None
+    truth: list[Any] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -164,14 +167,20 @@ def accuracy_figures(counts: np.ndarray, classes: tuple[str, ...], reference_mio
     }
 
 
+def judged_drop(row: dict[str, Any]) -> float | None:
+    """The drop a row is judged by: its AP drop for an instance network, else its mIoU drop."""
+    return row["ap_drop_pts"] if "ap_drop_pts" in row else row.get("miou_drop_pts")
+
+
 def judge(row: dict[str, Any]) -> bool | None:
     """A measured row's verdict: drop within budget; None when not judged (no budget or no accuracy)."""
     if row.get("error"):
         return False
-    if row.get("skipped") or row.get("budget_pts") is None or row.get("miou_drop_pts") is None:
+    drop = judged_drop(row)
+    if row.get("skipped") or row.get("budget_pts") is None or drop is None:
         return None
     # A drop equal to the budget passes; 1e-9 absorbs float noise in the x100 of a difference.
-    return bool(row["miou_drop_pts"] <= row["budget_pts"] + 1e-9)
+    return bool(drop <= row["budget_pts"] + 1e-9)
 
 
 def most_disagreeing(reference: Prediction, others: list[Prediction], count: int) -> list[int]:

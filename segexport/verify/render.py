@@ -18,6 +18,10 @@ from segexport.fsutil import atomic_path
 
 _COLUMNS = ("variant", "backend", "precision", "target", "mIoU", "drop (pts)", "budget (pts)", "agreement",
             "max |Δlogit|", "p50 ms", "p90 ms", "p99 ms", "img/s", "speedup", "vs FP32", "peak MB", "result")
+# An instance network's rows (report["task"] == "instance"): judged by the AP drop; mIoU is the painted map's.
+_INSTANCE_COLUMNS = ("variant", "backend", "precision", "target", "mask AP", "mask AP50", "box AP", "box AP50",
+                     "AP drop (pts)", "budget (pts)", "mIoU", "agreement", "p50 ms", "p90 ms", "p99 ms", "img/s",
+                     "speedup", "vs FP32", "peak MB", "result")
 CRF_TITLE = "Dense CRF (host)"
 _CRF_COLUMNS = ("variant", "mIoU", "gain (pts)", "trimap mIoU", "trimap gain (pts)", "changed px", "CRF ms/img",
                 "engine p50 ms")
@@ -45,12 +49,23 @@ def verdict(row: dict[str, Any]) -> str:
     return {True: "PASS", False: "FAIL", None: "not judged"}[row.get("pass")]
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
+def columns_of(report: dict[str, Any]) -> tuple[str, ...]:
+    """The table's columns: an instance network's AP columns, else the semantic ones."""
+    return _INSTANCE_COLUMNS if report.get("task") == "instance" else _COLUMNS
+
+
+def _cells(row: dict[str, Any], instance: bool = False) -> list[str]:
     latency = row.get("latency_ms") or {}
+    if instance:
+        accuracy = [*(_fmt(row.get(k), ".4f") for k in ("mask_ap", "mask_ap50", "box_ap", "box_ap50")),
+                    _fmt(row.get("ap_drop_pts"), "+.3f"), _fmt(row.get("budget_pts"), "g"),
+                    _fmt(row.get("miou"), ".4f"), _fmt(row.get("agreement"), ".5f")]
+    else:
+        accuracy = [_fmt(row.get("miou"), ".4f"), _fmt(row.get("miou_drop_pts"), "+.3f"),
+                    _fmt(row.get("budget_pts"), "g"), _fmt(row.get("agreement"), ".5f"),
+                    _fmt(row.get("max_abs_logit_error"), ".3g")]
     return [
-        row["name"], row["backend"], row["precision"], row.get("target") or "-",
-        _fmt(row.get("miou"), ".4f"), _fmt(row.get("miou_drop_pts"), "+.3f"), _fmt(row.get("budget_pts"), "g"),
-        _fmt(row.get("agreement"), ".5f"), _fmt(row.get("max_abs_logit_error"), ".3g"),
+        row["name"], row["backend"], row["precision"], row.get("target") or "-", *accuracy,
         _fmt(latency.get("p50"), ".2f"), _fmt(latency.get("p90"), ".2f"), _fmt(latency.get("p99"), ".2f"),
         _fmt(row.get("throughput_ips"), ".1f"), _fmt(row.get("speedup_vs_pytorch"), ".2f"),
         _fmt(row.get("speedup_vs_fp32"), ".2f"), _fmt(row.get("peak_rss_mb"), ".0f"),
@@ -90,13 +105,14 @@ def print_report_table(report: dict[str, Any], console: Console) -> None:
     """Render the report as a rich table (failing rows red, skipped grey) plus skip reasons and notes."""
     state = "[bold green]PASS[/]" if report["pass"] else "[bold red]FAIL[/]"
     table = Table(title=f"segexport verify {report['arch']}: {state}", title_justify="left")
-    for i, name in enumerate(_COLUMNS):
-        table.add_column(name, justify="right" if 4 <= i < len(_COLUMNS) - 1 else "left", no_wrap=True)
+    columns, instance = columns_of(report), report.get("task") == "instance"
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="right" if 4 <= i < len(columns) - 1 else "left", no_wrap=True)
     for row in rows_of(report):
         result = verdict(row)
         style = {"FAIL": "bold red", "ERROR": "bold red", "skipped": "dim", "reference": "bold"}.get(result)
         style = style or ("yellow" if row.get("int8_slower") else None)
-        table.add_row(*_cells(row), style=style)
+        table.add_row(*_cells(row, instance), style=style)
     console.print(table)
     for row in report["variants"]:
         if row.get("skipped"):
@@ -122,8 +138,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     h, w = report["input_size"]
     lines += [(f"Build `{report['build_dir']}` · {data} · input {h}x{w} · {report['device']} · "
               f"{report['threads']} threads"), ""]
-    lines += ["| " + " | ".join(_md_escape(c) for c in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(_md_escape(c) for c in _cells(row)) + " |" for row in rows_of(report)]
+    columns, instance = columns_of(report), report.get("task") == "instance"
+    lines += ["| " + " | ".join(_md_escape(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_md_escape(c) for c in _cells(row, instance)) + " |" for row in rows_of(report)]
     if report.get("crf"):
         lines += ["", f"## {CRF_TITLE}", "", "| " + " | ".join(_CRF_COLUMNS) + " |", "|" + "---|" * len(_CRF_COLUMNS)]
         lines += ["| " + " | ".join(_md_escape(c) for c in _crf_cells(row)) + " |" for row in report["crf"]]
@@ -134,8 +151,11 @@ def render_markdown(report: dict[str, Any]) -> str:
               if row.get("error")]
     lines += [f"- {note}" for note in report.get("notes", [])]
     methods = report["methods"]
-    lines += [(f"- drop: reference mIoU minus variant mIoU, in points (x100); agreement: fraction of pixels whose "
-              f"argmax equals the reference's; logit error over the first {report['settings']['logit_images']} images"),
+    drop = (("- AP drop: the larger of reference mask AP minus variant mask AP and the same for box AP, in points "
+             "(x100); agreement: fraction of pixels whose painted class equals the reference's") if instance else
+            (f"- drop: reference mIoU minus variant mIoU, in points (x100); agreement: fraction of pixels whose "
+             f"argmax equals the reference's; logit error over the first {report['settings']['logit_images']} images"))
+    lines += [drop,
               f"- latency: {methods['latency']}", f"- peak memory: {methods['memory']}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v is not None), ""]
     files = report.get("files", {})
@@ -147,11 +167,14 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _failure(row: dict[str, Any]) -> str:
+    if row.get("ap_drop_pts") is not None:
+        return (f"AP drop {row['ap_drop_pts']:.3f} points > budget {row['budget_pts']:g} points "
+                f"(mask AP {row['mask_ap']:.4f}, box AP {row['box_ap']:.4f})")
     return (f"mIoU drop {row['miou_drop_pts']:.3f} points > budget {row['budget_pts']:g} points "
             f"(mIoU {row['miou']:.4f} vs reference; agreement {row['agreement']:.5f})")
 
 
-def _testcase(suite: ET.Element, arch: str, row: dict[str, Any]) -> None:
+def _testcase(suite: ET.Element, arch: str, row: dict[str, Any], instance: bool) -> None:
     case = ET.SubElement(suite, "testcase", classname=f"segexport.verify.{arch}", name=row["name"],
                          time=f"{row.get('seconds') or 0.0:.3f}")
     result = verdict(row)
@@ -165,7 +188,8 @@ def _testcase(suite: ET.Element, arch: str, row: dict[str, Any]) -> None:
         reason = "no budget" if row.get("budget_pts") is None else "accuracy not measured"
         ET.SubElement(case, "skipped", message=f"not judged: {reason}")
     out = ET.SubElement(case, "system-out")
-    out.text = " | ".join(f"{c}={v}" for c, v in zip(_COLUMNS[1:], _cells(row)[1:]))
+    columns = _INSTANCE_COLUMNS if instance else _COLUMNS
+    out.text = " | ".join(f"{c}={v}" for c, v in zip(columns[1:], _cells(row, instance)[1:]))
 
 
 JUNIT_SOURCE = "a JUnit report"  # what the output policy records a --junit file as (see segexport.ownership)
@@ -184,7 +208,7 @@ def write_junit(path: str | Path, report: dict[str, Any]) -> Path:
     for name in ("build_dir", "device", "threads", "data"):
         ET.SubElement(props, "property", name=name, value=str(report.get(name)))
     for row in variants:
-        _testcase(suite, report["arch"], row)
+        _testcase(suite, report["arch"], row, report.get("task") == "instance")
     ET.indent(root)
     with atomic_path(path) as tmp:
         ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)

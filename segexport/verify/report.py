@@ -38,6 +38,7 @@ from segexport.distributed import (
 )
 from segexport.errors import (
     CheckFailed,
+    ConfigError,
     InputError,
     MissingDependencyError,
 )
@@ -46,6 +47,7 @@ from segexport.ownership import claim_outputs
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, load_val, logit_error
 from segexport.progress import progress_bar
 from segexport.runners import open_runner
+from segexport.verify import instance_rows
 from segexport.verify import latency as lat
 from segexport.verify.crf_rows import measure_crf_rows
 from segexport.verify.integrity import check_artifacts, check_counts
@@ -90,6 +92,7 @@ class _Shared:
     world_size: int = 1
     reference: RowPredictions | None = None
     reference_miou: float | None = None
+    task: str = "semantic"
 
 
 def _shard_block(root: Path, manifest: BuildManifest, threads: int) -> int:
@@ -126,6 +129,9 @@ def _load_inputs(manifest: BuildManifest, config: ModelConfig, data: str | None,
         noise = rng.standard_normal((lat.THROUGHPUT_BATCH, 3, *manifest.input_size), dtype=np.float32)
         return Inputs(noise, None, range(len(noise)), noise if main else None)
     count = images or manifest.val_images or None
+    if manifest.task == "instance":
+        return instance_rows.load_instance_inputs(data or manifest.data, config, manifest.input_size, count=count,
+                                                  seed=manifest.seed)
     val = load_val(data or manifest.data, preprocess, count=count, seed=manifest.seed,
                    num_classes=len(config.classes), option="--data")
     if len(val) == 0:
@@ -177,6 +183,8 @@ def _measure(shared: _Shared, spec: VariantSpec) -> tuple[dict[str, Any], RowPre
     row: dict[str, Any] = {"name": spec.name, "backend": spec.backend, "precision": spec.precision,
                            "target": spec.target, "artifact": spec.artifact, "budget_pts": spec.budget_pts,
                            "skipped": spec.skipped, "details": spec.details, **dict.fromkeys(_SCHEMA_KEYS)}
+    if shared.task == "instance":
+        row.update(dict.fromkeys(instance_rows.ROW_KEYS))
     inputs = shared.inputs
     if inputs.val is None and spec.backend == "torch" and spec.precision == "fp16":
         row["skipped"] = EMULATED_HALF  # its one figure would be an emulation's latency
@@ -188,7 +196,9 @@ def _measure(shared: _Shared, spec: VariantSpec) -> tuple[dict[str, Any], RowPre
             shared.root / str(spec.artifact), backend=spec.backend, precision=spec.precision, threads=shared.threads)))
         if runner is not None:
             row["device"], row["inference_precision"] = runner.device, runner.inference_precision
-            if inputs.val is not None:
+            if inputs.truth is not None:
+                preds = _instance_predictions(row, runner, inputs)
+            elif inputs.val is not None:
                 preds = _attempt(row, lambda: predict_inputs(runner, inputs))
         if inputs.val is not None:
             _add_accuracy(row, shared, preds)  # collective: every process has predicted this row
@@ -200,6 +210,15 @@ def _measure(shared: _Shared, spec: VariantSpec) -> tuple[dict[str, Any], RowPre
         row["peak_rss_mb"] = memory.delta_mb
     row["seconds"] = time.perf_counter() - started
     return row, preds
+
+
+def _instance_predictions(row: dict[str, Any], runner: Any, inputs: Inputs) -> RowPredictions | None:
+    """An instance row's painted maps, with its COCO AP figures put in the row (None: it failed)."""
+    found = _attempt(row, lambda: instance_rows.predict_instances(runner, inputs))
+    if found is None:
+        return None
+    row.update(found[1])
+    return found[0]
 
 
 def _measure_all(shared: _Shared, manifest: BuildManifest, progress: bool) -> tuple[dict, list[dict], dict]:
@@ -229,9 +248,11 @@ def _finish_rows(reference: dict[str, Any], variants: list[dict[str, Any]]) -> N
     for row in variants:
         p50 = p50_of(row)
         row["speedup_vs_pytorch"] = ref_p50 / p50 if ref_p50 and p50 else None
+        if "ap_drop_pts" in row:
+            row["ap_drop_pts"] = instance_rows.ap_drop(row, reference)
         row["pass"] = judge(row)
     int8_pays(variants, reference)
-    for key in ("budget_pts", "skipped", "details", "miou_drop_pts", "agreement", "max_abs_logit_error",
+    for key in ("budget_pts", "skipped", "details", "miou_drop_pts", "ap_drop_pts", "agreement", "max_abs_logit_error",
                 "mean_abs_logit_error", "speedup_vs_pytorch", "speedup_vs_fp32", "int8_slower", "pass", "error"):
         reference.pop(key, None)
 
@@ -244,6 +265,8 @@ def _notes(manifest: BuildManifest, variants: list[dict[str, Any]], accuracy: bo
         notes.append("accuracy not measured (--skip-accuracy): no row is judged")
     if manifest.reference_backend == "torch":
         notes.append("reference: PyTorch FP32 on the reference checkpoint, the same inputs as every variant")
+    if manifest.task == "instance" and accuracy:
+        notes.append(instance_rows.JUDGED_BY)
     else:
         notes.append(f"reference: no PyTorch reference exists (the build started from an ONNX file); every variant "
                      f"is judged against the FP32 {manifest.reference} on {manifest.reference_backend}, "
@@ -300,9 +323,12 @@ def verify_build(build_dir: str | Path, *, data: str | None = None, images: int 
     accuracy = not (skip_accuracy or manifest.random_init)
     config = reference_config(root, manifest)
     threads, ctx = torch.get_num_threads(), current_context()
+    if ctx is not None and manifest.task == "instance":
+        raise ConfigError("instance networks verify in one process; run `segexport verify` without torchrun")
     block = _shard_block(root, manifest, threads) if accuracy else 1
     inputs = _load_inputs(manifest, config, data, images, accuracy, block)
-    shared = _Shared(root, inputs, runs, threads, ctx.rank if ctx else 0, ctx.world_size if ctx else 1)
+    shared = _Shared(root, inputs, runs, threads, ctx.rank if ctx else 0, ctx.world_size if ctx else 1,
+                     task=manifest.task)
     try:
         reference, variants, predictions = _measure_all(shared, manifest, progress and is_main_process())
         _finish_rows(reference, variants)
@@ -351,6 +377,7 @@ def _assemble(root: Path, manifest: BuildManifest, shared: _Shared, reference: d
               variants: list[dict[str, Any]], accuracy: bool, data: str | None) -> dict[str, Any]:
     return {
         "arch": manifest.arch,
+        "task": manifest.task,
         "pass": not any(row["pass"] is False for row in variants),
         "build_dir": str(root),
         "accuracy_measured": accuracy,

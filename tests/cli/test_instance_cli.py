@@ -18,7 +18,7 @@ def maskrcnn_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("maskrcnn")
     recipe = root / "tiny.toml"
     recipe.write_text(RECIPE_FILE.read_text().replace("epochs = 8", "epochs = 1")
-                      .replace("train_images = 1024", "train_images = 16").replace("val_images = 64", "val_images = 8"))
+                      .replace("train_images = 1024", "train_images = 16").replace("val_images = 256", "val_images = 8"))
     result = run_cli("train", "maskrcnn", "--recipe", recipe, "--out", root / "ckpt", "--json", "--no-progress")
     assert result.code == 0, result.stderr
     return root / "ckpt", json.loads(result.stdout)
@@ -59,21 +59,100 @@ def test_semantic_only_export_options_are_refused(capfd, maskrcnn_checkpoint, tm
     assert_one_line_error(result, "--dynamic-hw", "instance network")
 
 
-def test_commands_not_yet_for_instance_networks_say_so(capfd, maskrcnn_checkpoint, maskrcnn_export, tmp_path):
+def test_options_that_do_not_apply_to_instance_networks_are_refused(capfd, maskrcnn_checkpoint, maskrcnn_export,
+                                                                    tmp_path):
     image = tmp_path / "a.png"
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(image)
+    model = maskrcnn_export[0] / "model.onnx"
     cases = [
-        (("build", "maskrcnn", "--out", tmp_path / "b"), "does not verify instance networks"),
-        (("predict", maskrcnn_checkpoint[0], image, "--out", tmp_path / "p"), "instance networks"),
-        (("quantize", maskrcnn_export[0] / "model.onnx", "--int8", "--target", "openvino", "--out", tmp_path / "q"),
-         "judged on ONNX Runtime"),
-        (("predict", maskrcnn_export[0] / "model.onnx", image, "--out", tmp_path / "p"), "instance networks"),
+        (("build", "maskrcnn", "--checkpoint", maskrcnn_checkpoint[0], "--int8", "--target", "openvino",
+          "--out", tmp_path / "b"), "judged on ONNX Runtime"),
+        (("quantize", model, "--int8", "--target", "openvino", "--out", tmp_path / "q"), "judged on ONNX Runtime"),
+        (("predict", model, image, "--out", tmp_path / "p", "--crf"), "instance network"),
+        (("predict", model, image, "--out", tmp_path / "p", "--min-score", "1.5"), "--min-score"),
     ]
     for args, fragment in cases:
         assert_one_line_error(run_cli_in_process(capfd, *args), fragment)
     assert not any((tmp_path / d).exists() for d in ("b", "p", "q"))
+
+
+def test_runners_return_the_padded_detections(maskrcnn_checkpoint, maskrcnn_export):
+    import numpy as np
+
+    from segexport.errors import InputError
+    from segexport.runners import open_runner
+
+    x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    found = {}
+    for artifact, backend in ((maskrcnn_checkpoint[0], "torch"), (maskrcnn_export[0] / "model.onnx", "onnxruntime"),
+                              (maskrcnn_export[0] / "model.onnx", "openvino")):
+        with open_runner(artifact, backend=backend) as runner:
+            assert runner.task == "instance"
+            with pytest.raises(InputError, match="run_outputs"):
+                runner.run(x)
+            found[backend] = runner.run_outputs(x)
+            assert runner.timed_run(x[:1]) > 0
+    for backend, outputs in found.items():
+        assert list(outputs) == ["boxes", "scores", "classes", "masks", "count"], backend
+        assert outputs["boxes"].shape[:1] == outputs["count"].shape == (3,)
+        np.testing.assert_array_equal(outputs["count"], found["torch"]["count"])
+        np.testing.assert_allclose(outputs["boxes"], found["torch"]["boxes"], atol=1e-3)
+    with pytest.raises(InputError, match="float32"):
+        open_runner(maskrcnn_checkpoint[0], backend="torch", precision="fp16")
+
+
+def test_build_judges_instance_rows_by_ap(capfd, maskrcnn_checkpoint, tmp_path):
+    out = tmp_path / "build"
+    result = run_cli_in_process(capfd, "build", "maskrcnn", "--checkpoint", str(maskrcnn_checkpoint[0]), "--fp16",
+                                "--int8", "--target", "all", "--val-images", "8", "--calib-images", "8",
+                                "--out", str(out), "--junit", str(tmp_path / "junit.xml"),
+                                "--triton-repo", str(tmp_path / "repo"), "--no-progress")
+    assert result.code in (0, 1), result.stderr  # an untrained model's drops are whatever this CPU gives
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "instance" and report["pass"] == (result.code == 0)
+    names = [row["name"] for row in report["variants"]]
+    assert names[:4] == ["onnx", "onnx-fp16", "onnx-int8-tensorrt", "onnx-int8-cpu"]  # openvino left out of all
+    assert "pytorch-fp16" not in names
+    reference = report["reference"]
+    assert set(AP_KEYS) <= set(reference) and "miou" in reference and "ap_drop_pts" not in reference
+    for row in report["variants"]:
+        if row.get("skipped"):
+            continue
+        drop = 100 * max(reference["mask_ap"] - row["mask_ap"], reference["box_ap"] - row["box_ap"])
+        assert row["ap_drop_pts"] == pytest.approx(drop, abs=1e-9)
+        assert row["pass"] == (drop <= row["budget_pts"] + 1e-9)
+        assert row["latency_ms"]["p50"] > 0 and 0 <= row["agreement"] <= 1
+    assert "mask AP" in (out / "report.md").read_text() and (out / "parity.png").is_file()
+    assert "AP drop" in (tmp_path / "junit.xml").read_text() or report["pass"]
+    config = (tmp_path / "repo" / "maskrcnn_onnx" / "config.pbtxt").read_text()
+    assert 'name: "count"' in config and "reshape: { shape: [ ] }" in config
+    verified = run_cli_in_process(capfd, "verify", str(out), "--json", "--no-progress")
+    assert verified.code == result.code, verified.stderr
+    again = json.loads(verified.stdout)
+    for first, second in zip(report["variants"], again["variants"]):
+        assert first.get("mask_ap") == second.get("mask_ap") and first["pass"] == second["pass"]
+
+
+def test_predict_writes_detections_and_overlays(capfd, maskrcnn_export, tmp_path):
+    from PIL import Image
+
+    from segexport.data import open_dataset
+
+    sample = open_dataset("synthetic", "val", size=(64, 64), seed=0, length=1)[0]
+    Image.fromarray(sample.image).resize((96, 80)).save(tmp_path / "a.png")
+    result = run_cli_in_process(capfd, "predict", str(maskrcnn_export[0] / "model.onnx"), str(tmp_path / "a.png"),
+                                "--out", str(tmp_path / "p"), "--overlay", "--min-score", "0", "--json")
+    assert result.code == 0, result.stderr
+    record = json.loads(result.stdout.splitlines()[0])
+    listed = json.loads(Path(record["detections"]).read_text())["detections"]
+    assert record["objects"] == len(listed)
+    assert [d["score"] for d in listed] == sorted((d["score"] for d in listed), reverse=True)
+    for d in listed:
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 80
+    assert Image.open(record["mask"]).size == Image.open(record["overlay"]).size == (96, 80)
 
 
 @pytest.mark.parametrize("precision", ["--fp16", "--int8"])
