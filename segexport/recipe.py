@@ -45,6 +45,7 @@ class Recipe:
     seed: int = 0
     epochs: int = 10
     warmup_epochs: int = 0  # the learning rate rises linearly over these first epochs (0: from the start)
+    eval_every: int = 1  # val metrics after every Nth epoch and the last (evaluation does not change the weights)
     batch_size: int = 16
     lr: float = 0.003
     weight_decay: float = 1e-4
@@ -156,6 +157,7 @@ def _check_bounds(recipe: Recipe, origin: str) -> Recipe:
     limits.check_input_size(recipe.input_size, f"{where}input_size (--input-size)")
     limits.check_count(recipe.epochs, f"{where}epochs (--epochs)", limits.EPOCHS_MAX)
     limits.check_count(recipe.warmup_epochs, f"{where}warmup_epochs", limits.EPOCHS_MAX, minimum=0)
+    limits.check_count(recipe.eval_every, f"{where}eval_every", limits.EPOCHS_MAX)
     limits.check_count(recipe.batch_size, f"{where}batch_size (--batch-size)", limits.BATCH_MAX)
     for key in ("train_images", "val_images"):
         limits.check_count(getattr(recipe, key), f"{where}{key} (--{key.replace('_', '-')})", limits.IMAGES_MAX)

@@ -59,13 +59,18 @@ class TrainConfig:
     class_balance: str | None = None  # "median_frequency": per-class loss weights from the training masks
     se_weight: float = 0.2  # the class-presence (SE) loss of networks that have that head
     warmup_epochs: int = 0  # the learning rate rises linearly over these first epochs
+    eval_every: int = 1  # val metrics after every Nth epoch and the last
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether the val split is scored after ``epoch`` (0-based): every ``eval_every``-th and the last."""
+        return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
 
     @classmethod
     def from_recipe(cls, r: Recipe) -> TrainConfig:
         return cls(
             r.epochs, r.batch_size, r.lr, r.weight_decay, r.aux_weight, r.scale_min, r.scale_max, r.seed,
             bf16=r.bf16, sync_bn=r.sync_bn, class_balance=r.class_balance, se_weight=r.se_weight,
-            warmup_epochs=r.warmup_epochs,
+            warmup_epochs=r.warmup_epochs, eval_every=r.eval_every,
         )
 
     def use_bf16(self, device: torch.device | None = None) -> bool:
@@ -293,9 +298,12 @@ def train_model(
                 loss = stepper.step(images, masks, batch, gen)
                 running += loss
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.3f}")
-            m = metrics_from_confusion(all_reduce_confusion(evaluate_model(model, *val, preprocess, len(classes))))
-            history.append({"epoch": epoch + 1, "loss": all_reduce_mean(running / per_epoch), "val_miou": m.miou})
-            bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val mIoU {m.miou:.3f}")
+            entry = {"epoch": epoch + 1, "loss": all_reduce_mean(running / per_epoch)}
+            if cfg.evaluates(epoch):
+                m = metrics_from_confusion(all_reduce_confusion(evaluate_model(model, *val, preprocess, len(classes))))
+                entry["val_miou"] = m.miou
+                bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val mIoU {m.miou:.3f}")
+            history.append(entry)
     seconds = time.perf_counter() - start
     model.to("cpu")
     return TrainResult(metrics=m.to_dict(classes), history=history, seconds=seconds, bf16=bf16)

@@ -143,10 +143,12 @@ def train_instance_model(model: InstanceSegmentationModel, train: tuple[np.ndarr
                 sched.step()
                 running += loss.item()
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
-            metrics = evaluate_instances(predict_instances(model, val[0], preprocess), val[1], val[2], classes)
-            history.append({"epoch": epoch + 1, "loss": running / per_epoch, "val_miou": metrics["miou"],
-                            "val_mask_ap50": metrics["mask_ap50"], "val_mask_ap": metrics["mask_ap"]})
-            bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val mask AP50 {metrics['mask_ap50']:.3f}")
+            history.append({"epoch": epoch + 1, "loss": running / per_epoch})
+            if cfg.evaluates(epoch):
+                metrics = evaluate_instances(predict_instances(model, val[0], preprocess), val[1], val[2], classes)
+                history[-1].update(val_miou=metrics["miou"], val_mask_ap50=metrics["mask_ap50"],
+                                   val_mask_ap=metrics["mask_ap"])
+                bar.update(task, info=f"epoch {epoch + 1}/{cfg.epochs} val mask AP50 {metrics['mask_ap50']:.3f}")
     return TrainResult(metrics=metrics, history=history, seconds=time.perf_counter() - start, bf16=False)
 
 

@@ -49,13 +49,40 @@ def test_every_training_key_reaches_the_train_config():
     from segexport.train import TrainConfig
 
     keys = {"epochs": 7, "batch_size": 3, "lr": 0.5, "weight_decay": 0.25, "aux_weight": 0.125, "scale_min": 0.5,
-            "scale_max": 2.0, "seed": 9, "se_weight": 0.75, "class_balance": "median_frequency", "warmup_epochs": 2}
+            "scale_max": 2.0, "seed": 9, "se_weight": 0.75, "class_balance": "median_frequency", "warmup_epochs": 2,
+            "eval_every": 3}
     cfg = TrainConfig.from_recipe(recipe_from_dict({"arch": "encnet", **keys}, "x.toml"))
     assert {k: getattr(cfg, k) for k in keys} == keys
     with pytest.raises(ConfigError, match="se_weight"):
         recipe_from_dict({"arch": "encnet", "se_weight": -1.0}, "x.toml")
     with pytest.raises(ConfigError, match="warmup_epochs must be an integer from 0"):
         recipe_from_dict({"arch": "encnet", "warmup_epochs": -1}, "x.toml")
+    with pytest.raises(ConfigError, match="eval_every"):
+        recipe_from_dict({"arch": "encnet", "eval_every": 0}, "x.toml")
+    assert [e for e in range(7) if cfg.evaluates(e)] == [2, 5, 6]  # every third epoch and the last
+
+
+def test_evaluating_less_often_trains_the_same_weights():
+    import torch
+
+    from segexport.data import Preprocess, load_arrays, open_dataset
+    from segexport.train import TrainConfig, train_model
+    from tests.dist_helpers import CLASSES, SIZE, arrays, initial_fcn8s
+
+    preprocess = Preprocess(size=SIZE)
+    val = load_arrays(open_dataset("synthetic", "val", size=SIZE, length=4), preprocess)
+    runs = []
+    for every in (1, 2):
+        model = initial_fcn8s()
+        cfg = TrainConfig(epochs=3, batch_size=4, lr=1e-3, bf16=False, eval_every=every)
+        result = train_model(model, arrays("train", 8), val, preprocess, cfg, tuple(map(str, range(CLASSES))),
+                             progress=False)
+        runs.append((model.state_dict(), result))
+    (first, every_epoch), (second, sparse) = runs
+    assert [("val_miou" in h) for h in every_epoch.history] == [True, True, True]
+    assert [("val_miou" in h) for h in sparse.history] == [False, True, True]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert sparse.metrics == every_epoch.metrics
 
 
 def test_learning_rate_warms_up_then_decays():

@@ -218,15 +218,18 @@ class TensorRTRunner(Runner):
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
         return check_images(images, self)
 
-    def run(self, images: np.ndarray) -> np.ndarray:
-        if self._logits is None:
-            raise self.no_logits()
-        return self.run_outputs(images)[self._logits]
-
-    def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        x = self._check_open(images)
+    def _all_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
         parts = [(self._execute(chunk)[0], real) for chunk, real in self._chunks(x)]
         return {name: np.concatenate([found[name][:real] for found, real in parts]) for name in self._outputs}
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        x = self._check_open(images)
+        if self._logits is None:
+            raise self.no_logits()
+        return self._all_outputs(x)[self._logits]
+
+    def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return self._all_outputs(self._check_open(images))
 
     def timed_run(self, images: np.ndarray) -> float:
         """Seconds the engine computed on ``images``, from CUDA events around each ``execute_async_v3``.
