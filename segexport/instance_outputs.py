@@ -9,13 +9,26 @@ class map the detections paint, on the host and identically for every backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from segexport.instance_metrics import Detections
 
 MASK_THRESHOLD = 0.5
+OUTPUTS = ("boxes", "scores", "classes", "masks", "count")  # the padded outputs, in the graph's order
+
+
+def outputs_in_batches(run: Callable[[np.ndarray], dict[str, np.ndarray]], images: np.ndarray,
+                       batch: int) -> list[np.ndarray]:
+    """The padded outputs of ``run`` (a runner's ``run_outputs``) on ``images``, ``batch`` at a
+    time, joined per output in :data:`OUTPUTS` order.
+
+    Raises:
+        KeyError: an output missing from what ``run`` returns.
+    """
+    parts = [run(images[start : start + batch]) for start in range(0, len(images), batch)]
+    return [np.concatenate([part[name] for part in parts]) for name in OUTPUTS]
 
 
 def paste_masks(masks: np.ndarray, boxes: np.ndarray, height: int, width: int,

@@ -9,7 +9,9 @@ verification of an export measures.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -103,6 +105,25 @@ def evaluate_instances(outputs: list[np.ndarray], masks: np.ndarray, truth: list
     return {**ap, **metrics_from_confusion(confusion_matrix(masks, painted, len(classes))).to_dict(classes)}
 
 
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """torch's deterministic algorithms for the duration (then the caller's setting again).
+
+    RoIAlign's gathers and the heads' ``index_put`` accumulate in their backward; on the CPU,
+    torch's default kernel for that adds in parallel, in whatever order the threads run: two
+    trainings of the tiny Mask R-CNN (256 images, one epoch) differed by up to 0.31 in a weight
+    when another process loaded the CPU during the second, and by 0 in deterministic mode,
+    which cost no measurable time (BENCHMARKS.md).
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def train_instance_model(model: InstanceSegmentationModel, train: tuple[np.ndarray, list[Instances]],
                          val: tuple[np.ndarray, np.ndarray, list[Instances]], preprocess: Preprocess,
                          cfg: TrainConfig, classes: tuple[str, ...], *, progress: bool = True) -> TrainResult:
@@ -123,7 +144,7 @@ def train_instance_model(model: InstanceSegmentationModel, train: tuple[np.ndarr
     history: list[dict[str, float]] = []
     metrics: dict[str, Any] = {}
     start = time.perf_counter()
-    with progress_bar(progress) as bar:
+    with progress_bar(progress) as bar, deterministic_algorithms():
         task = bar.add_task("train", total=total, info="")
         for epoch in range(cfg.epochs):
             model.train()

@@ -8,208 +8,38 @@ checks that nothing outside ``{tmp}/out`` changed.
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
-import pytest
-from onnx import TensorProto, helper, numpy_helper
+from bad_input_setups import (
+    OUT,
+    Case,
+    a_file,
+    a_folder,
+    build,
+    build_with,
+    checkpoint,
+    checkpoint_with,
+    coco_files,
+    copy_over,
+    delete_key,
+    edit_json,
+    images_folder,
+    model,
+    model_and_image,
+    nothing,
+    out_is_a_file,
+    png,
+    recipe_file,
+    remove_file,
+    set_key,
+    tiny_onnx,
+    truncate,
+    variant_backend,
+    with_image,
+    with_user_files,
+    write_file,
+)
 from PIL import Image
-
-OUT = "out"  # every case's output folder, the only place a command may change
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    setup: Callable[..., None]  # (tmp_path) or (tmp_path, request) for cases needing fixtures
-    argv: tuple[str, ...]  # "{tmp}" is replaced by the case's folder
-    code: int = 2
-    message: str | None = None
-    usage: bool = False  # a malformed argument: Typer's usage box, exit 2
-
-
-def tiny_onnx(path: Path, *, classes: int = 8, external: bool = False, custom_op: bool = False,
-              ir_version: int = 9) -> Path:
-    """A 1x1-conv "segmentation" model [N, 3, 64, 64] -> logits [N, classes, 64, 64]."""
-    weight = np.random.default_rng(0).standard_normal((classes, 3, 1, 1)).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["image", "w"], ["c" if custom_op else "logits"])]
-    opsets = [helper.make_opsetid("", 17)]
-    if custom_op:
-        nodes.append(helper.make_node("MyOp", ["c"], ["logits"], domain="com.example"))
-        opsets.append(helper.make_opsetid("com.example", 1))
-    graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, 64, 64])],
-        [numpy_helper.from_array(weight, "w")])
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = ir_version
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path), save_as_external_data=external, location=f"{path.name}.data", size_threshold=0)
-    return path
-
-
-def png(path: Path, size: int = 64) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(1)
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def folder_dataset(root: Path, n: int = 3) -> Path:
-    rng = np.random.default_rng(2)
-    for i in range(n):
-        png(root / "images" / f"{i}.png")
-        (root / "masks").mkdir(exist_ok=True)
-        Image.fromarray(rng.integers(0, 8, (64, 64), dtype=np.uint8)).save(root / "masks" / f"{i}.png")
-    return root
-
-
-# ---- setups -------------------------------------------------------------------------------------
-
-def nothing(tmp: Path) -> None:
-    """No files: the path the case names does not exist."""
-
-
-def model(tmp: Path) -> None:
-    tiny_onnx(tmp / "model.onnx")
-
-
-def model_and_image(tmp: Path) -> None:
-    tiny_onnx(tmp / "model.onnx")
-    png(tmp / "image.png")
-
-
-def a_folder(name: str) -> Callable[[Path], None]:
-    return lambda tmp: (tmp / name).mkdir()
-
-
-def a_file(name: str, data: bytes = b"hello\n") -> Callable[[Path], None]:
-    return lambda tmp: (tmp / name).write_bytes(data)
-
-
-def coco_files(**files: bytes) -> Callable[[Path], None]:
-    """``coco/annotations/NAME.json`` for each ``NAME=content``."""
-    def setup(tmp: Path) -> None:
-        (tmp / "coco" / "annotations").mkdir(parents=True)
-        for name, data in files.items():
-            (tmp / "coco" / "annotations" / f"{name}.json").write_bytes(data)
-    return setup
-
-
-def with_image(setup: Callable[[Path], None]) -> Callable[[Path], None]:
-    def both(tmp: Path) -> None:
-        setup(tmp)
-        png(tmp / "image.png")
-    return both
-
-
-def _run_setup(setup: Callable[..., object], tmp: Path, request: pytest.FixtureRequest) -> None:
-    setup(tmp, request) if setup.__code__.co_argcount == 2 else setup(tmp)
-
-
-def with_user_files(setup: Callable[..., object], *names: str) -> Callable[[Path, pytest.FixtureRequest], None]:
-    """``setup``, plus files of the user's in ``{tmp}/out`` that a command must not touch."""
-    def both(tmp: Path, request: pytest.FixtureRequest) -> None:
-        _run_setup(setup, tmp, request)
-        for name in names:
-            (tmp / OUT / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / OUT / name).write_text(f"the user's {name}\n")
-    return both
-
-
-def out_is_a_file(setup: Callable[..., object]) -> Callable[[Path, pytest.FixtureRequest], None]:
-    def both(tmp: Path, request: pytest.FixtureRequest) -> None:
-        _run_setup(setup, tmp, request)
-        (tmp / OUT).write_text("the user's file named out\n")
-    return both
-
-
-def fixture_copy(fixture: str, name: str) -> Callable[[Path, pytest.FixtureRequest], Path]:
-    """A setup copying the folder a session fixture made to ``{tmp}/NAME``."""
-    def setup(tmp: Path, request: pytest.FixtureRequest) -> Path:
-        shutil.copytree(request.getfixturevalue(fixture), tmp / name)
-        return tmp / name
-    return setup
-
-
-checkpoint = fixture_copy("tiny_checkpoint", "ckpt")
-build = fixture_copy("tiny_build_dir", "build")
-
-
-def copy_with(copy: Callable[[Path, pytest.FixtureRequest], Path],
-              edit: Callable[[Path], None]) -> Callable[[Path, pytest.FixtureRequest], None]:
-    """``copy``, then ``edit`` of the copied folder."""
-    def setup(tmp: Path, request: pytest.FixtureRequest) -> None:
-        edit(copy(tmp, request))
-    return setup
-
-
-def checkpoint_with(edit: Callable[[Path], None]) -> Callable[[Path, pytest.FixtureRequest], None]:
-    return copy_with(checkpoint, edit)
-
-
-def build_with(edit: Callable[[Path], None]) -> Callable[[Path, pytest.FixtureRequest], None]:
-    return copy_with(build, edit)
-
-
-def edit_json(path: str, change: Callable[[dict], object]) -> Callable[[Path], None]:
-    def edit(root: Path) -> None:
-        data = json.loads((root / path).read_text())
-        change(data)
-        (root / path).write_text(json.dumps(data))
-    return edit
-
-
-def recipe_file(text: str) -> Callable[[Path], None]:
-    return lambda tmp: (tmp / "recipe.toml").write_text(text)
-
-
-def images_folder(*names: str, text: tuple[str, ...] = ()) -> Callable[[Path], None]:
-    def setup(tmp: Path) -> None:
-        tiny_onnx(tmp / "model.onnx")
-        (tmp / "imgs").mkdir()
-        for name in names:
-            png(tmp / "imgs" / name)
-        for name in text:
-            (tmp / "imgs" / name).write_text("notes\n")
-    return setup
-
-
-def _copy_over(src: str, dst: str) -> Callable[[Path], None]:
-    return lambda root: shutil.copyfile(root / src, root / dst)
-
-
-def _truncate(name: str, size: int = 300) -> Callable[[Path], None]:
-    def cut(root: Path) -> None:
-        data = (root / name).read_bytes()
-        (root / name).write_bytes(data[:size])
-    return cut
-
-
-def _remove(name: str) -> Callable[[Path], None]:
-    return lambda root: (root / name).unlink()
-
-
-def _write(name: str, text: str) -> Callable[[Path], None]:
-    return lambda root: (root / name).write_text(text)
-
-
-def _set(key: str, value: object) -> Callable[[dict], None]:
-    return lambda data: data.__setitem__(key, value)
-
-
-def _del(key: str) -> Callable[[dict], None]:
-    return lambda data: data.pop(key)
-
-
-def _variant_backend(value: str) -> Callable[[dict], None]:
-    return lambda data: data["variants"][0].__setitem__("backend", value)
-
 
 # ---- the sweep ----------------------------------------------------------------------------------
 
@@ -330,31 +160,31 @@ _CORRUPT = [
          ("train", "deeplabv3p", "--recipe", "{tmp}/recipe.toml", "--out", O)),
     Case("train-recipe-wrong-type", recipe_file('arch = "deeplabv3p"\nepochs = "many"\n'),
          ("train", "deeplabv3p", "--recipe", "{tmp}/recipe.toml", "--out", O)),
-    Case("evaluate-weights-missing", checkpoint_with(_remove("checkpoint.safetensors")), ("evaluate", "{tmp}/ckpt")),
-    Case("evaluate-unknown-arch-in-model-json", checkpoint_with(edit_json("model.json", _set("arch", "nosuch"))),
+    Case("evaluate-weights-missing", checkpoint_with(remove_file("checkpoint.safetensors")), ("evaluate", "{tmp}/ckpt")),
+    Case("evaluate-unknown-arch-in-model-json", checkpoint_with(edit_json("model.json", set_key("arch", "nosuch"))),
          ("evaluate", "{tmp}/ckpt")),
-    Case("evaluate-model-json-not-json", checkpoint_with(_write("model.json", "{not json")), ("evaluate", "{tmp}/ckpt")),
-    Case("evaluate-model-json-a-list", checkpoint_with(_write("model.json", "[]")), ("evaluate", "{tmp}/ckpt")),
+    Case("evaluate-model-json-not-json", checkpoint_with(write_file("model.json", "{not json")), ("evaluate", "{tmp}/ckpt")),
+    Case("evaluate-model-json-a-list", checkpoint_with(write_file("model.json", "[]")), ("evaluate", "{tmp}/ckpt")),
     Case("predict-missing-checkpoint-folder", with_image(nothing), ("predict", "{tmp}/nope", "{tmp}/image.png",
                                                                         "--out", O)),
-    Case("export-checkpoint-truncated-weights", checkpoint_with(_truncate("checkpoint.safetensors", 500)),
+    Case("export-checkpoint-truncated-weights", checkpoint_with(truncate("checkpoint.safetensors", 500)),
          ("export", "{tmp}/ckpt", "--out", O)),
-    Case("build-checkpoint-truncated-weights", checkpoint_with(_truncate("checkpoint.safetensors", 500)),
+    Case("build-checkpoint-truncated-weights", checkpoint_with(truncate("checkpoint.safetensors", 500)),
          ("build", "deeplabv3p", "--checkpoint", "{tmp}/ckpt", *_B)),
-    Case("verify-build-json-not-json", build_with(_write("build.json", "{")), ("verify", "{tmp}/build", *_NP)),
-    Case("verify-build-json-missing-key", build_with(edit_json("build.json", _del("variants"))),
+    Case("verify-build-json-not-json", build_with(write_file("build.json", "{")), ("verify", "{tmp}/build", *_NP)),
+    Case("verify-build-json-missing-key", build_with(edit_json("build.json", delete_key("variants"))),
          ("verify", "{tmp}/build", *_NP)),
-    Case("verify-build-json-unknown-backend", build_with(edit_json("build.json", _variant_backend("nosuch"))),
+    Case("verify-build-json-unknown-backend", build_with(edit_json("build.json", variant_backend("nosuch"))),
          ("verify", "{tmp}/build", *_NP)),
-    Case("verify-artifact-missing", build_with(_remove("model.int8.cpu.onnx")), ("verify", "{tmp}/build", *_NP),
+    Case("verify-artifact-missing", build_with(remove_file("model.int8.cpu.onnx")), ("verify", "{tmp}/build", *_NP),
          message="listed in build.json (onnx-int8-cpu) but missing"),
-    Case("triton-artifact-missing", build_with(_remove("model.onnx")), ("triton", "{tmp}/build", "--repo", O)),
-    Case("triton-build-json-not-json", build_with(_write("build.json", "nope")), ("triton", "{tmp}/build", "--repo", O)),
-    Case("verify-fp32-in-place-of-int8", build_with(_copy_over("model.onnx", "model.int8.cpu.onnx")),
+    Case("triton-artifact-missing", build_with(remove_file("model.onnx")), ("triton", "{tmp}/build", "--repo", O)),
+    Case("triton-build-json-not-json", build_with(write_file("build.json", "nope")), ("triton", "{tmp}/build", "--repo", O)),
+    Case("verify-fp32-in-place-of-int8", build_with(copy_over("model.onnx", "model.int8.cpu.onnx")),
          ("verify", "{tmp}/build", *_NP), message="model.int8.cpu.onnx: not written by segexport"),
-    Case("verify-reference-weights-changed", build_with(_truncate("reference/checkpoint.safetensors", 2000)),
+    Case("verify-reference-weights-changed", build_with(truncate("reference/checkpoint.safetensors", 2000)),
          ("verify", "{tmp}/build", *_NP), message="checkpoint.safetensors: not written by segexport"),
-    Case("verify-onnx-swapped-with-int8", build_with(_copy_over("model.int8.cpu.onnx", "model.onnx")),
+    Case("verify-onnx-swapped-with-int8", build_with(copy_over("model.int8.cpu.onnx", "model.onnx")),
          ("verify", "{tmp}/build", *_NP), message="model.onnx: not written by segexport"),
     Case("predict-duplicate-stems", images_folder("a.png") , ("predict", "{tmp}/model.onnx", "{tmp}/imgs/a.png",
                                                               "{tmp}/imgs", "--out", O), message="several images"),
@@ -454,7 +284,7 @@ _OUTPUTS = [
          message="unknown backend 'cuda'; use one of torch, onnxruntime, openvino, tensorrt"),
     Case("build-out-holds-user-files", with_user_files(nothing, "notes.txt"), ("build", "deeplabv3p", *_B),
          message="holds 1 file(s) segexport did not write ('notes.txt')"),
-    Case("verify-over-a-user-report", build_with(_write("report.md", "my notes\n")), ("verify", "{tmp}/build", *_NP),
+    Case("verify-over-a-user-report", build_with(write_file("report.md", "my notes\n")), ("verify", "{tmp}/build", *_NP),
          message="'report.md' exists and segexport did not write it"),
     Case("triton-repo-is-a-file", out_is_a_file(build), ("triton", "{tmp}/build", "--repo", O), message="is a file"),
     Case("triton-repo-holds-a-user-model-of-that-name", with_user_files(build, "deeplabv3p_onnx/config.pbtxt"),

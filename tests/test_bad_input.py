@@ -20,7 +20,7 @@ from pathlib import Path
 import onnx
 import pytest
 from bad_input_cases import CASES as SWEEP
-from bad_input_cases import (
+from bad_input_setups import (
     OUT,
     Case,
     build,

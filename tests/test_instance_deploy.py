@@ -1,5 +1,6 @@
 """Instance networks' pieces of build, predict and serve that need no trained model: how rows are
-judged and shown, which nodes stay FP32, which targets apply, and where detections land in an image."""
+judged and shown, which nodes stay FP32, how Triton declares the count, and where detections land
+in an image."""
 
 import numpy as np
 import onnx
@@ -14,7 +15,6 @@ from segexport.precision.instance_graph import (
     geometry_nodes,
     head_outputs,
 )
-from segexport.precision.targets import TARGETS, instance_targets
 from segexport.verify.instance_rows import ap_drop
 from segexport.verify.parity import judge
 from segexport.verify.render import columns_of, render_markdown
@@ -74,14 +74,6 @@ def test_a_heads_last_layer_stays_fp32_but_features_read_by_roialign_do_not():
     assert features == {"a", "r", "b", "s", "c"}
     assert head_outputs(model, features) == {"b", "s"}  # conv c also feeds RoIAlign, but as its features
     assert set(geometry_nodes(model)) == {"b", "s", "g", "roi"}
-
-
-def test_instance_networks_take_the_targets_judged_on_onnxruntime():
-    onnxruntime_judged = tuple(t for t in TARGETS if TARGETS[t].judge_backend == "onnxruntime")
-    assert instance_targets(tuple(TARGETS), every=True) == onnxruntime_judged
-    assert instance_targets(("cpu",), every=False) == ("cpu",)
-    with pytest.raises(ConfigError, match="judged on ONNX Runtime"):
-        instance_targets(("openvino",), every=False)
 
 
 def test_a_per_image_count_is_served_as_triton_documents():

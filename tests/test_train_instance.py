@@ -24,3 +24,37 @@ def test_pad_keeps_every_pixel():
     got = resized_instances(_two_objects(), Preprocess(size=(96, 96), resize="pad"))
     assert got.masks.shape == (2, 96, 96) and got.classes.tolist() == [3, 5]
     assert got.masks.sum(axis=(1, 2)).tolist() == [32 * 32, 1]
+
+
+def test_training_is_the_same_when_another_process_loads_the_cpu():
+    """RoIAlign's backward accumulates with index_put; torch's default CPU kernel adds in thread order."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from segexport.data import Preprocess, open_dataset
+    from segexport.models import build_model
+    from segexport.train import TrainConfig
+    from segexport.train_instance import train_from_sources
+
+    preprocess = Preprocess(size=(64, 64))
+    train = open_dataset("synthetic", "train", size=(64, 64), seed=0, length=96)
+    val = open_dataset("synthetic", "val", size=(64, 64), seed=0, length=4)
+    weights = []
+    for loaded in (False, True):
+        hog = subprocess.Popen([sys.executable, "-c", "import numpy as np\na = np.ones((900, 900))\nwhile True: a @ a"]) \
+            if loaded else None
+        try:
+            torch.manual_seed(0)
+            model = build_model("maskrcnn", size="tiny", num_classes=8)
+            train_from_sources(model, train, val, preprocess, TrainConfig(epochs=1, batch_size=8, lr=0.002, bf16=False),
+                               progress=False)
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
+

@@ -17,7 +17,7 @@ from segexport import limits
 from segexport.errors import CheckpointError, ConfigError, InputError
 from segexport.fsutil import check_output_file
 from segexport.ownership import check_writable
-from segexport.precision.targets import TARGETS, instance_targets
+from segexport.precision.targets import TARGETS
 from segexport.recipe import Recipe, load_recipe, resolve_recipe
 from segexport.runners.registry import BACKENDS
 from segexport.verify.render import JUNIT_SOURCE
@@ -294,8 +294,6 @@ def plan_build(options: BuildOptions) -> BuildPlan:
     arch = onnx_src.arch if onnx_src is not None else o.arch
     task = get_entry(o.arch).task if onnx_src is None else "semantic"
     chosen = resolve_targets(o.target)
-    if task == "instance":
-        chosen = instance_targets(chosen, every=chosen == resolve_targets(ALL_TARGETS))
     unknown = sorted(set(o.overrides or {}) - set(RECIPE_OVERRIDES))
     if unknown:
         raise ConfigError(f"unknown override(s) {', '.join(unknown)}; allowed: {', '.join(RECIPE_OVERRIDES)}")

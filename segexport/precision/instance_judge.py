@@ -17,7 +17,7 @@ import numpy as np
 from segexport.data import Preprocess, normalize_batch, open_dataset
 from segexport.data.instances import Instances
 from segexport.errors import InputError
-from segexport.export.verify_instances import run_batches
+from segexport.instance_outputs import outputs_in_batches
 from segexport.train_instance import evaluate_instances, load_instance_set
 
 BATCH = 8
@@ -59,12 +59,11 @@ def load_instance_val(spec: str, preprocess: Preprocess, *, count: int | None, s
 
 
 def instance_metrics(path: str | Path, val: InstanceVal, backend: str = "onnxruntime") -> dict[str, Any]:
-    """AP (mask, box) and rendered-map mIoU of the graph at ``path`` on ``val``."""
-    from segexport.runners.onnxruntime_runner import open_session
+    """AP (mask, box) and rendered-map mIoU of the graph at ``path`` on ``val``, run by ``backend``."""
+    from segexport.runners import open_runner
 
-    if backend != "onnxruntime":
-        raise InputError(f"instance networks are judged on ONNX Runtime, not {backend}")
-    outputs = run_batches(open_session(path), val.images, BATCH)
+    with open_runner(path, backend=backend) as runner:
+        outputs = outputs_in_batches(runner.run_outputs, val.images, runner.fixed_batch or BATCH)
     return evaluate_instances(outputs, val.masks, val.truth, val.classes)
 
 

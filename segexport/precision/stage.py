@@ -38,7 +38,7 @@ from segexport.precision.sensitivity import (
     rank_layers,
 )
 from segexport.precision.summary import write_summary
-from segexport.precision.targets import DEFAULT_TARGET, get_target, instance_targets
+from segexport.precision.targets import DEFAULT_TARGET, get_target
 from segexport.recipe import Recipe, load_recipe
 
 PRECISIONS = ("int8", "fp16")
@@ -307,8 +307,6 @@ def quantize_model(model: str | Path, *, precision: str, target: str | None = No
 
         int8_options = resolve_int8_options(**int8_options)  # option errors before any data is read
     target_name = int8_options["target"].name if precision == "int8" else None
-    if info.metadata.get("task") == "instance" and target_name is not None:
-        instance_targets((target_name,), every=False)  # refuses a target judged off ONNX Runtime
     out_dir = _claim(Path(out) if out is not None else info.path.parent, info.path, precision, target_name, force)
     resolved = resolve_budget(info, precision, target_name, budget)
     with tempfile.TemporaryDirectory(prefix="segexport-quantize-") as tmp:

@@ -88,23 +88,6 @@ def get_target(name: str) -> Int8Target:
     return TARGETS[name]
 
 
-def instance_targets(chosen: tuple[str, ...], *, every: bool) -> tuple[str, ...]:
-    """The chosen targets an instance network's INT8 model can be made for: those judged on ONNX
-    Runtime, where its AP is measured. ``every``: the user asked for all targets, so the others
-    are left out rather than refused.
-
-    Raises:
-        ConfigError: a named target judged on another backend.
-    """
-    judged = tuple(t for t in chosen if TARGETS[t].judge_backend == "onnxruntime")
-    others = [t for t in chosen if t not in judged]
-    if others and not every:
-        usable = ", ".join(t for t in TARGETS if TARGETS[t].judge_backend == "onnxruntime")
-        raise ConfigError(f"--target {', '.join(others)}: instance networks are judged on ONNX Runtime; "
-                          f"use --target {usable} (or all)")
-    return judged
-
-
 def targets_help() -> str:
     return "; ".join(f"{t.name}: {t.help}" for t in TARGETS.values())
 

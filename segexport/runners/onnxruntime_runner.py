@@ -161,10 +161,12 @@ class OnnxRuntimeRunner(Runner):
         where = "cpu" if self.providers[0] == "CPUExecutionProvider" else "gpu"
         self.device = f"{where}, onnxruntime {ort.__version__} {self.providers[0]}, {self.threads} threads"
 
-    def _outputs(self, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-        """``names`` of the session's outputs on ``images`` (chunks of a fixed batch, the last padded)."""
+    def _outputs(self, images: np.ndarray, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """``names`` (default: all) of the session's outputs on ``images`` (chunks of a fixed
+        batch, the last padded)."""
         if self._session is None:
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
+        names = names or [o.name for o in self._session.get_outputs()]
         x = check_images(images, self)
         try:
             if self.fixed_batch is None or len(x) == self.fixed_batch:
@@ -183,7 +185,7 @@ class OnnxRuntimeRunner(Runner):
     def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
         if self._output is not None:
             return super().run_outputs(images)
-        return self._outputs(images, [o.name for o in self._session.get_outputs()])
+        return self._outputs(images)
 
     def close(self) -> None:
         self._session = None

@@ -18,12 +18,15 @@ import numpy as np
 from segexport.checkpoint import ModelConfig
 from segexport.errors import InputError
 from segexport.instance_metrics import AP_KEYS, instance_ap
-from segexport.instance_outputs import detections_from_outputs, render_semantic
+from segexport.instance_outputs import (
+    detections_from_outputs,
+    outputs_in_batches,
+    render_semantic,
+)
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, ValData
 from segexport.runners import Runner
 from segexport.verify.parity import Inputs, RowPredictions
 
-OUTPUTS = ("boxes", "scores", "classes", "masks", "count")
 ROW_KEYS = (*AP_KEYS, "ap_drop_pts")
 JUDGED_BY = ("instance network: each variant is judged by its AP drop, the larger of its mask AP and box AP "
              "drops against the reference (COCOeval AP@[.5:.95], in points); mIoU and agreement are those of "
@@ -66,13 +69,10 @@ def predict_instances(runner: Runner, inputs: Inputs) -> tuple[RowPredictions, d
     if runner.task != "instance":
         raise InputError(f"{runner.artifact}: not an instance network's model (its outputs are logits); "
                          "rebuild the variant")
-    batch = runner.fixed_batch or EVAL_BATCH
-    parts = [runner.run_outputs(inputs.images[start : start + batch])
-             for start in range(0, len(inputs.images), batch)]
-    missing = [name for name in OUTPUTS if name not in parts[0]]
-    if missing:
-        raise InputError(f"{runner.artifact}: outputs {', '.join(missing)} missing; re-export the model")
-    outputs = [np.concatenate([p[name] for p in parts]) for name in OUTPUTS]
+    try:
+        outputs = outputs_in_batches(runner.run_outputs, inputs.images, runner.fixed_batch or EVAL_BATCH)
+    except KeyError as exc:
+        raise InputError(f"{runner.artifact}: output {exc} missing; re-export the model") from exc
     height, width = inputs.size
     found = detections_from_outputs(outputs, height, width)
     painted = Prediction(np.stack([render_semantic(d, height, width) for d in found]), None)
