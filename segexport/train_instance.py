@@ -109,11 +109,10 @@ def evaluate_instances(outputs: list[np.ndarray], masks: np.ndarray, truth: list
 def deterministic_algorithms() -> Iterator[None]:
     """torch's deterministic algorithms for the duration (then the caller's setting again).
 
-    RoIAlign's gathers and the heads' ``index_put`` accumulate in their backward; on the CPU,
-    torch's default kernel for that adds in parallel, in whatever order the threads run: two
-    trainings of the tiny Mask R-CNN (256 images, one epoch) differed by up to 0.31 in a weight
-    when another process loaded the CPU during the second, and by 0 in deterministic mode,
-    which cost no measurable time (BENCHMARKS.md).
+    RoIAlign's gathers and the heads' ``index_put`` accumulate in their backward, and without
+    this two trainings of the tiny Mask R-CNN (256 images, one epoch) differed by up to 0.31 in
+    a weight when another process loaded the CPU during the second (which kernel adds in thread
+    order was not isolated); in deterministic mode by 0, at no measurable cost (BENCHMARKS.md).
     """
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()

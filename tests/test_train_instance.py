@@ -27,7 +27,7 @@ def test_pad_keeps_every_pixel():
 
 
 def test_training_is_the_same_when_another_process_loads_the_cpu():
-    """RoIAlign's backward accumulates with index_put; torch's default CPU kernel adds in thread order."""
+    """Without torch's deterministic algorithms the accumulating backward of RoIAlign came out different."""
     import subprocess
     import sys
 
