@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""GPU smoke test of the TensorRT path: one line per check, about 8 minutes on one GPU.
+"""GPU smoke test of the TensorRT path: one line per check, about 6 minutes on one GPU
+before the instance-engine check was added (its time is not measured yet).
 
     make gpu-smoke                      # or: .venv/bin/python scripts/gpu_smoke.py [--workdir DIR]
 

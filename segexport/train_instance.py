@@ -95,13 +95,19 @@ def predict_instances(model: InstanceSegmentationModel, images: np.ndarray, prep
     return [np.concatenate(column) for column in zip(*parts)]
 
 
+def paint_and_score(outputs: list[np.ndarray], truth: list[Instances], size: tuple[int, int],
+                    num_classes: int) -> tuple[np.ndarray, dict[str, float]]:
+    """The ``[N, H, W]`` class maps padded outputs paint, and their COCO mask/box AP against ``truth``."""
+    height, width = size
+    found = detections_from_outputs(outputs, height, width)
+    painted = np.stack([render_semantic(d, height, width) for d in found])
+    return painted, instance_ap(truth, found, [(height, width)] * len(found), num_classes)
+
+
 def evaluate_instances(outputs: list[np.ndarray], masks: np.ndarray, truth: list[Instances],
                        classes: tuple[str, ...]) -> dict[str, Any]:
     """COCO mask/box AP of padded outputs, and the mIoU of the semantic map they paint."""
-    height, width = masks.shape[1:]
-    found = detections_from_outputs(outputs, height, width)
-    painted = np.stack([render_semantic(d, height, width) for d in found])
-    ap = instance_ap(truth, found, [(height, width)] * len(truth), len(classes))
+    painted, ap = paint_and_score(outputs, truth, masks.shape[1:], len(classes))
     return {**ap, **metrics_from_confusion(confusion_matrix(masks, painted, len(classes))).to_dict(classes)}
 
 

@@ -195,17 +195,14 @@ def _is_instance(artifact: Path, spec: ArtifactSpec) -> bool:
 def _instances(outputs: dict[str, np.ndarray], files: list[Path], rgbs: list[np.ndarray], spec: ArtifactSpec,
                palette: np.ndarray, out: Path, overlay: bool, min_score: float) -> list[PredictedImage]:
     """One batch of an instance network: each image's class map, detections and overlay."""
-    from segexport.deploy.predict_instances import (
-        image_detections,
-        save_instances,
-        semantic_map,
-    )
+    from segexport.deploy.predict_instances import image_detections, save_instances
+    from segexport.instance_outputs import render_semantic
 
     results = []
     for i, (file, rgb) in enumerate(zip(files, rgbs, strict=True)):
         size = (int(rgb.shape[0]), int(rgb.shape[1]))
         found = image_detections(outputs, i, size, tuple(spec.preprocess.size), spec.preprocess.resize, min_score)
-        labels = semantic_map(found, size)
+        labels = render_semantic(found, *size)
         mask = _save(file, rgb, labels, spec, palette, out, overlay=False)
         listing, drawn = save_instances(file.stem, rgb, found, spec.classes, palette, out, overlay, OVERLAY_ALPHA)
         results.append(dataclasses.replace(mask, overlay=drawn, detections=listing, objects=len(found)))

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from segexport.errors import ConfigError
 from segexport.fsutil import atomic_path
 from segexport.instance_metrics import Detections
-from segexport.instance_outputs import paste_masks, render_semantic
+from segexport.instance_outputs import paste_masks
 
 MIN_SCORE = 0.5  # the usual display threshold of Mask R-CNN demos
 
@@ -59,11 +59,6 @@ def image_detections(outputs: dict[str, np.ndarray], index: int, image_size: tup
     masks = paste_masks(outputs["masks"][index, keep], boxes, height, width)
     return Detections(classes=outputs["classes"][index, keep].astype(np.int64),
                       scores=outputs["scores"][index, keep].astype(np.float32), boxes=boxes, masks=masks)
-
-
-def semantic_map(found: Detections, image_size: tuple[int, int]) -> np.ndarray:
-    """The ``H x W`` class map the detections paint (``STEM.png``)."""
-    return render_semantic(found, *image_size)
 
 
 def _overlay(image: np.ndarray, found: Detections, classes: tuple[str, ...], palette: np.ndarray,

@@ -83,7 +83,7 @@ def _tensor_block(key: str, tensors: list[TensorSpec]) -> list[str]:
         if t.dtype not in _TRITON_TYPES:
             raise InputError(f"tensor {t.name!r} has type {t.dtype}, which Triton does not serve")
         # A per-image scalar (an instance network's count, [N] with the batch axis dropped) is
-        # declared as Triton documents it: dims [ 1 ] reshaped to [ ].
+        # declared dims [ 1 ] with reshape [ ]: clients see [N, 1], the model gives [N].
         dims = ", ".join(map(str, t.shape or (1,)))
         lines += ["  {", f'    name: "{t.name}"', f"    data_type: {_TRITON_TYPES[t.dtype]}", f"    dims: [ {dims} ]",
                   *([] if t.shape else ["    reshape: { shape: [ ] }"]), "  }" + ("," if i < len(tensors) - 1 else "")]

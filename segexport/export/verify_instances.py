@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segexport.instance_outputs import outputs_in_batches
 from segexport.nn.detection import box_iou
 
 MATCH_IOU = 0.99
@@ -54,9 +55,8 @@ def match_detections(reference: list[np.ndarray], candidate: list[np.ndarray]) -
 
 def run_batches(session: Any, images: np.ndarray, batch: int) -> list[np.ndarray]:
     """An ONNX Runtime session's outputs on ``images``, ``batch`` at a time, joined per output."""
-    parts = [session.run(None, {session.get_inputs()[0].name: images[s : s + batch]})
-             for s in range(0, len(images), batch)]
-    return [np.concatenate(column) for column in zip(*parts)]
+    names, image = [o.name for o in session.get_outputs()], session.get_inputs()[0].name
+    return outputs_in_batches(lambda x: dict(zip(names, session.run(names, {image: x}))), images, batch)
 
 
 def verify_instance_onnx(path: str | Path, model: nn.Module, images: torch.Tensor) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segexport.instance_outputs import OUTPUTS
 from segexport.nn import Backbone, detection, detection_ops, rcnn_targets
 from segexport.nn.rcnn_heads import (
     BottomUpPath,
@@ -40,7 +41,7 @@ from segexport.nn.rcnn_heads import (
     RPNHead,
 )
 
-OUTPUT_NAMES = ("boxes", "scores", "classes", "masks", "count")
+OUTPUT_NAMES = OUTPUTS  # the order instance_outputs reads them in
 
 
 @dataclass(frozen=True)

@@ -27,35 +27,41 @@ REFERENCE_LABEL = "FP32 ONNX model on ONNX Runtime (CPU provider)"
 
 @dataclass(frozen=True)
 class InstanceVal:
-    """Val images (normalised), their semantic maps and objects, and the classes."""
+    """Val images (normalised, and as ``pixels``: uint8 ``[N, H, W, 3]``), their semantic maps
+    and objects, and the classes."""
 
     source: str
     images: np.ndarray
     masks: np.ndarray
     truth: list[Instances]
     classes: tuple[str, ...]
+    pixels: np.ndarray
 
     def __len__(self) -> int:
         return len(self.images)
 
 
 def load_instance_val(spec: str, preprocess: Preprocess, *, count: int | None, seed: int,
-                      classes: tuple[str, ...]) -> InstanceVal:
-    """The val split of ``spec`` at the model's input size.
+                      classes: tuple[str, ...], option: str = "--val",
+                      count_option: str = "--val-images") -> InstanceVal:
+    """The val split of ``spec`` at the model's input size (``count`` images, default
+    ``DEFAULT_VAL_IMAGES``); ``option`` and ``count_option`` are the flags errors name.
 
     Raises:
-        InputError: the data set's classes are not the model's.
+        InputError: an empty split, a sample without instance labels, or classes that are not the model's.
     """
     import torch
 
     source = open_dataset(spec, "val", size=preprocess.size, seed=seed, length=count or DEFAULT_VAL_IMAGES,
-                          length_option="--val-images")
+                          length_option=count_option)
     if len(source.classes) != len(classes):
-        raise InputError(f"data set {spec} has {len(source.classes)} classes but the model predicts {len(classes)}; "
-                         "pass --val with the model's data")
+        raise InputError(f"{option} {spec} has {len(source.classes)} classes but the model predicts {len(classes)}; "
+                         f"pass {option} with the model's data")
+    if len(source) == 0:
+        raise InputError(f"{spec}: the val split is empty; pass {option} with val images")
     images, masks, truth = load_instance_set(source, preprocess)
     x = normalize_batch(torch.from_numpy(images), preprocess).numpy()
-    return InstanceVal(spec, x, masks, truth, tuple(classes))
+    return InstanceVal(spec, x, masks, truth, tuple(classes), images)
 
 
 def instance_metrics(path: str | Path, val: InstanceVal, backend: str = "onnxruntime") -> dict[str, Any]:

@@ -183,8 +183,9 @@ class TensorRTRunner(Runner):
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - real, axis=0)])
             yield chunk, real
 
-    def _execute(self, chunk: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
-        """Every output of one chunk, and the seconds the engine ran (CUDA events around execute_async_v3)."""
+    def _execute(self, chunk: np.ndarray, wanted: tuple[str, ...]) -> tuple[dict[str, np.ndarray], float]:
+        """The ``wanted`` outputs of one chunk, copied to the host, and the seconds the engine ran
+        (CUDA events around execute_async_v3)."""
         import torch
 
         ctx = self._context
@@ -206,8 +207,8 @@ class TensorRTRunner(Runner):
             ok = ctx.execute_async_v3(self._stream.cuda_stream)
             end.record(self._stream)
             # Copies ordered after the engine on this stream; half outputs come back as float32.
-            found = {name: (value.float() if value.is_floating_point() else value).cpu().numpy()
-                     for name, value in outputs.items()}
+            found = {name: (outputs[name].float() if outputs[name].is_floating_point() else outputs[name]).cpu().numpy()
+                     for name in wanted}
         self._stream.synchronize()
         if not ok:
             raise CheckFailed(f"{self.artifact}: TensorRT failed to run it on {chunk.shape} (see its log above)")
@@ -218,18 +219,18 @@ class TensorRTRunner(Runner):
             raise InputError(f"{self.artifact}: the runner was closed; open a new one")
         return check_images(images, self)
 
-    def _all_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        parts = [(self._execute(chunk)[0], real) for chunk, real in self._chunks(x)]
-        return {name: np.concatenate([found[name][:real] for found, real in parts]) for name in self._outputs}
+    def _outputs_of(self, x: np.ndarray, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+        parts = [(self._execute(chunk, wanted)[0], real) for chunk, real in self._chunks(x)]
+        return {name: np.concatenate([found[name][:real] for found, real in parts]) for name in wanted}
 
     def run(self, images: np.ndarray) -> np.ndarray:
         x = self._check_open(images)
         if self._logits is None:
             raise self.no_logits()
-        return self._all_outputs(x)[self._logits]
+        return self._outputs_of(x, (self._logits,))[self._logits]
 
     def run_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        return self._all_outputs(self._check_open(images))
+        return self._outputs_of(self._check_open(images), tuple(self._outputs))
 
     def timed_run(self, images: np.ndarray) -> float:
         """Seconds the engine computed on ``images``, from CUDA events around each ``execute_async_v3``.
@@ -238,7 +239,7 @@ class TensorRTRunner(Runner):
         than the profile's max batch, the chunks' times are summed.
         """
         x = self._check_open(images)
-        return sum(self._execute(chunk)[1] for chunk, _ in self._chunks(x))
+        return sum(self._execute(chunk, ())[1] for chunk, _ in self._chunks(x))  # nothing copied back
 
     def close(self) -> None:
         # Context before engine before runtime: TensorRT's documented destruction order.

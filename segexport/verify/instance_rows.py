@@ -13,18 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from segexport.checkpoint import ModelConfig
 from segexport.errors import InputError
-from segexport.instance_metrics import AP_KEYS, instance_ap
-from segexport.instance_outputs import (
-    detections_from_outputs,
-    outputs_in_batches,
-    render_semantic,
-)
+from segexport.instance_metrics import AP_KEYS
+from segexport.instance_outputs import outputs_in_batches
 from segexport.precision.evaluate import EVAL_BATCH, Prediction, ValData
 from segexport.runners import Runner
+from segexport.train_instance import paint_and_score
 from segexport.verify.parity import Inputs, RowPredictions
 
 ROW_KEYS = (*AP_KEYS, "ap_drop_pts")
@@ -35,27 +30,21 @@ JUDGED_BY = ("instance network: each variant is judged by its AP drop, the large
 
 def load_instance_inputs(spec: str, config: ModelConfig, size: tuple[int, int], *, count: int | None,
                          seed: int) -> Inputs:
-    """The val images (normalised once), their semantic maps and their objects, for every row.
+    """The val images (normalised once), their semantic maps and their objects, for every row
+    (the precision stage's loader, :func:`~segexport.precision.instance_judge.load_instance_val`).
 
     Raises:
         InputError: an empty split, data without instance labels, or classes that are not the model's.
     """
     import dataclasses
 
-    from segexport.data import open_dataset
-    from segexport.train_instance import load_instance_set
+    from segexport.precision.instance_judge import load_instance_val
 
     preprocess = dataclasses.replace(config.preprocess, size=size)
-    source = open_dataset(spec, "val", size=size, seed=seed, length=count, length_option="--images")
-    if len(source.classes) != len(config.classes):
-        raise InputError(f"--data {spec} has {len(source.classes)} classes but the model predicts "
-                         f"{len(config.classes)}; pass --data with the model's classes")
-    if len(source) == 0:
-        raise InputError(f"{spec}: the val split is empty; pass --data with val images")
-    images, masks, truth = load_instance_set(source, preprocess)
-    val = ValData(images, masks, preprocess, tuple(source.classes), spec)
-    x = val.normalised(0, len(val))
-    return Inputs(x, val, range(len(val)), x, truth=truth)
+    found = load_instance_val(spec, preprocess, count=count, seed=seed, classes=tuple(config.classes), option="--data",
+                              count_option="--images")
+    val = ValData(found.pixels, found.masks, preprocess, found.classes, spec)
+    return Inputs(found.images, val, range(len(val)), found.images, truth=found.truth)
 
 
 def predict_instances(runner: Runner, inputs: Inputs) -> tuple[RowPredictions, dict[str, float]]:
@@ -73,11 +62,9 @@ def predict_instances(runner: Runner, inputs: Inputs) -> tuple[RowPredictions, d
         outputs = outputs_in_batches(runner.run_outputs, inputs.images, runner.fixed_batch or EVAL_BATCH)
     except KeyError as exc:
         raise InputError(f"{runner.artifact}: output {exc} missing; re-export the model") from exc
-    height, width = inputs.size
-    found = detections_from_outputs(outputs, height, width)
-    painted = Prediction(np.stack([render_semantic(d, height, width) for d in found]), None)
     classes = len(inputs.val.classes) if inputs.val is not None else 0
-    ap = instance_ap(inputs.truth or [], found, [(height, width)] * len(found), classes)
+    maps, ap = paint_and_score(outputs, inputs.truth or [], inputs.size, classes)
+    painted = Prediction(maps, None)
     return RowPredictions(painted, painted), {key: float(ap[key]) for key in AP_KEYS}
 
 
