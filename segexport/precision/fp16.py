@@ -65,7 +65,8 @@ def convert_fp16(model_path: str | Path, out_path: str | Path, *, nodes_kept: Se
 
     Returns:
         ``kept_fp32_ops`` (op type -> nodes kept FP32 by type), ``kept_fp32_nodes`` and
-        ``clamped_weights`` (initializers with values beyond FP16's range).
+        ``clamped_weights`` (initializers with values beyond FP16's range) and
+        ``dropped_round_trips`` (FP32 -> FP16 -> FP32 cast pairs removed, see :func:`_drop_round_trips`).
     """
     from onnxconverter_common.float16 import convert_float_to_float16
 
@@ -78,13 +79,15 @@ def convert_fp16(model_path: str | Path, out_path: str | Path, *, nodes_kept: Se
         )
     clamped = sum(1 for w in caught if "truncated to" in str(w.message) and str(FP16_MAX) in str(w.message))
     _restore_float_outputs(converted, model, set(blocked), set(nodes_kept))
+    round_trips = _drop_round_trips(converted)
     props = {p.key: p.value for p in converted.metadata_props}
     props.update({"precision": "fp16", "kept_fp32": sorted(nodes_kept)})
     set_metadata(converted, props)
     with atomic_path(out_path) as tmp:
         onnx.save_model(converted, str(tmp))
     kept_ops = Counter(n.op_type for n in model.graph.node if n.op_type in blocked)
-    return {"kept_fp32_ops": dict(sorted(kept_ops.items())), "kept_fp32_nodes": sorted(nodes_kept), "clamped_weights": clamped}
+    return {"kept_fp32_ops": dict(sorted(kept_ops.items())), "kept_fp32_nodes": sorted(nodes_kept), "clamped_weights": clamped,
+            "dropped_round_trips": round_trips}
 
 
 def _restore_float_outputs(
@@ -117,6 +120,49 @@ def _restore_float_outputs(
             )
             converted.graph.node.insert(list(converted.graph.node).index(node) + 1, cast)
         output.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+
+
+def _drop_round_trips(converted: onnx.ModelProto) -> int:
+    """Remove the FP32 -> FP16 -> FP32 cast pairs the converter puts between two FP32 nodes (in
+    place); returns how many readers were rewired.
+
+    The converter casts every blocked node's result to FP16, and a blocked reader casts it back,
+    so a tensor passed between two FP32 nodes was rounded to FP16 on the way: a graph with every
+    node blocked still lost 0.27 box AP points on a tiny Mask R-CNN. Each reader of such a second
+    cast now reads the FP32 tensor itself; casts left without readers are removed.
+    """
+    float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    inferred = onnx.shape_inference.infer_shapes(converted)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
+    types.update({i.name: i.data_type for i in converted.graph.initializer})
+
+    def cast_to(node: onnx.NodeProto) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    producers = {out: node for node in converted.graph.node for out in node.output}
+    graph_outputs = {o.name for o in converted.graph.output}
+    back_to_float: dict[str, str] = {}  # second cast's output -> the FP32 tensor before the first
+    pairs: set[str] = set()  # both casts of every pair: the only nodes this may remove
+    for node in converted.graph.node:
+        first = producers.get(node.input[0]) if cast_to(node) == float32 else None
+        if first is not None and cast_to(first) == float16 and types.get(first.input[0]) == float32 \
+                and node.output[0] not in graph_outputs:
+            back_to_float[node.output[0]] = first.input[0]
+            pairs.update((node.name, first.name))
+    rewired = 0
+    for node in converted.graph.node:
+        for i, name in enumerate(node.input):
+            if name in back_to_float:
+                node.input[i] = back_to_float[name]
+                rewired += 1
+    while True:  # the pairs' casts nobody reads any more (the second casts, then first casts left unread)
+        read = {name for node in converted.graph.node for name in node.input} | graph_outputs
+        dead = [n for n in converted.graph.node if n.name in pairs and n.output[0] not in read]
+        if not dead:
+            return rewired
+        for node in dead:
+            converted.graph.node.remove(node)
 
 
 def fp16_layers(model_path: str | Path) -> list[dict[str, str]]:

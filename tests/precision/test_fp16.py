@@ -79,3 +79,49 @@ def test_plain_output_of_an_fp16_node_gets_a_cast_back(conv_relu, tmp_path):
 def test_int8_options_are_refused_for_fp16(deeplab_onnx):
     with pytest.raises(ConfigError, match="--calib-images, --method apply to --int8 only"):
         quantize_model(deeplab_onnx, precision="fp16", method="minmax", calib_images=8)
+
+
+
+def _fan_out(path):
+    """``x -> Relu a -> t1``, read by ``Relu b`` and ``Relu c``, whose results ``Add d`` sums into
+    ``y`` (float32 ``[1, 4]``, with value_info as exporters write it). A tensor with two readers
+    is where the converter puts its FP32 -> FP16 -> FP32 pairs."""
+    h = onnx.helper
+    nodes = [h.make_node("Relu", ["x"], ["t1"], name="a"), h.make_node("Relu", ["t1"], ["t2"], name="b"),
+             h.make_node("Relu", ["t1"], ["t3"], name="c"), h.make_node("Add", ["t2", "t3"], ["y"], name="d")]
+    graph = h.make_graph(nodes, "fan_out", [h.make_tensor_value_info("x", FLOAT, [1, 4])],
+                         [h.make_tensor_value_info("y", FLOAT, [1, 4])],
+                         value_info=[h.make_tensor_value_info(t, FLOAT, [1, 4]) for t in ("t1", "t2", "t3")])
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+def _cast_types(model, node_name):
+    """The ``to`` of each Cast on the path into ``node_name``'s input, nearest first."""
+    producers = {out: n for n in model.graph.node for out in n.output}
+    found, tensor = [], next(n for n in model.graph.node if n.name == node_name).input[0]
+    while tensor in producers and producers[tensor].op_type == "Cast":
+        found.append(producers[tensor].attribute[0].i)
+        tensor = producers[tensor].input[0]
+    return found
+
+
+def test_a_tensor_between_fp32_nodes_is_not_rounded_to_fp16(tmp_path):
+    import onnxruntime as ort
+
+    facts = convert_fp16(_fan_out(tmp_path / "fan.onnx"), tmp_path / "all.onnx", nodes_kept=("a", "b", "c", "d"))
+    model = onnx.load(str(tmp_path / "all.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    # the converter cast a's result to FP16 and b and c each cast it back: both now read it directly
+    assert facts["dropped_round_trips"] == 2 and _cast_types(model, "b") == _cast_types(model, "c") == []
+    x = np.full((1, 4), 1.0 + 2.0**-12, dtype=np.float32)  # between two FP16 values: FP16 would make y 2.0
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graph as written
+    session = ort.InferenceSession(str(tmp_path / "all.onnx"), options, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"x": x})[0], 2 * x)
+
+    # b and c in FP16: they read a's result through a real cast, and d reads theirs through casts back
+    facts = convert_fp16(tmp_path / "fan.onnx", tmp_path / "mid.onnx", nodes_kept=("a", "d"))
+    model = onnx.load(str(tmp_path / "mid.onnx"))
+    assert facts["dropped_round_trips"] == 0
+    assert _cast_types(model, "b") == _cast_types(model, "c") == [FLOAT16] and _cast_types(model, "d") == [FLOAT]
