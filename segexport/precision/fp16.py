@@ -9,6 +9,9 @@ converter cannot type them:
 - reductions and normalisations (``ReduceMean``, ``GlobalAveragePool``, ``Softmax``, ...):
   their sums over whole feature maps overflow FP16's 65504 or lose its 11-bit mantissa.
 
+A tensor passed between two FP32 operators stays FP32: the converter rounds it to FP16 on the
+way when it has several readers, and :func:`_drop_round_trips` takes those casts out.
+
 Weights larger than FP16's largest finite value are clamped to it (the converter's default
 clamp of 1e4 would change weights FP16 can hold) and counted.
 
