@@ -12,10 +12,11 @@ classifier at the end. Whole-image inference: the paper's instance-wise proposal
 ensemble, not the network. About 250M parameters.
 
 ``tiny`` keeps the graph at widths 16..64 (SegNet tiny's, the first stage 16 wide instead of 24:
-its three full-resolution 3x3 layers took 58% of the convolution time at 24), 128-channel fc
-layers, fc6 2x2 (valid, as the paper's: a 64x64 input's 2x2 pool5 map becomes 1x1) and one 3x3
-layer per decoder stage, He-initialised, as plain convolutions (a stride-1 transposed convolution is a convolution with a
-flipped kernel, and PyTorch's CPU backward of the transposed form is slower), and a 3x3
+at 24 its three 24-channel full-resolution 3x3 layers took 58% of the forward convolution time),
+128-channel fc layers, fc6 2x2 (valid, as the paper's: a 64x64 input's 2x2 pool5 map becomes
+1x1) and one 3x3 layer per decoder stage, He-initialised, as plain convolutions (a stride-1
+transposed convolution is a convolution with a flipped kernel, and PyTorch's CPU backward of
+the transposed form is slower), and a 3x3
 classifier, as SegNet tiny's. Trained from scratch (the paper starts from ImageNet VGG16), the
 decoder behind the fc6/fc7 bottleneck learned nothing: val mIoU 0.13 ("all background") after
 18 epochs, with transposed or plain layers, one or two at full resolution. Tiny therefore adds
@@ -38,11 +39,12 @@ from torch import nn
 
 from segexport.models.registry import register_model
 from segexport.models.segnet import PAPER_WIDTHS, SegNet, SegNetEncoder
+from segexport.models.segnet import TINY_WIDTHS as SEGNET_TINY_WIDTHS
 from segexport.models.shell import SegmentationModel
 
 PAPER_DECODER_CONVS = (2, 2, 3, 3, 3)  # per stage, shallowest first, as the encoder's
 TINY_DECODER_CONVS = (1, 1, 1, 1, 1)  # one per stage; SegNet tiny's 3x3 classifier is the second at full size
-TINY_WIDTHS = (16, 32, 48, 64, 64)  # SegNet tiny's first stage is 24 wide: at 16 an epoch takes about 20% less
+TINY_WIDTHS = (16, *SEGNET_TINY_WIDTHS[1:])  # SegNet tiny's, the first stage 16 wide: an epoch takes about 20% less
 
 
 def deconv_bn_relu(cin: int, cout: int, kernel: int = 3, *, transposed: bool = True) -> nn.Sequential:

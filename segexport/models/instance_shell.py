@@ -41,8 +41,6 @@ from segexport.nn.rcnn_heads import (
     RPNHead,
 )
 
-OUTPUT_NAMES = OUTPUTS  # the order instance_outputs reads them in
-
 
 @dataclass(frozen=True)
 class RCNNConfig:
@@ -114,7 +112,7 @@ class InstanceSegmentationModel(nn.Module):
     """
 
     task = "instance"
-    output_names = OUTPUT_NAMES
+    output_names = OUTPUTS
 
     def __init__(self, body: Backbone, num_classes: int, cfg: RCNNConfig, *, panet: bool = False) -> None:
         super().__init__()

@@ -13,8 +13,8 @@ import torch
 
 from segexport.export.onnx_export import export_onnx
 from segexport.export.trt_check import check_tensorrt_compat
+from segexport.instance_outputs import OUTPUTS as OUTPUT_NAMES
 from segexport.models import build_model, list_models
-from segexport.models.instance_shell import OUTPUT_NAMES
 from segexport.nn.rcnn_targets import ImageTargets
 
 INSTANCE = [e.name for e in list_models() if e.task == "instance"]
