@@ -265,12 +265,12 @@ def _notes(manifest: BuildManifest, variants: list[dict[str, Any]], accuracy: bo
         notes.append("accuracy not measured (--skip-accuracy): no row is judged")
     if manifest.reference_backend == "torch":
         notes.append("reference: PyTorch FP32 on the reference checkpoint, the same inputs as every variant")
-    if manifest.task == "instance" and accuracy:
-        notes.append(instance_rows.JUDGED_BY)
     else:
         notes.append(f"reference: no PyTorch reference exists (the build started from an ONNX file); every variant "
                      f"is judged against the FP32 {manifest.reference} on {manifest.reference_backend}, "
                      "the same inputs as every variant")
+    if manifest.task == "instance" and accuracy:
+        notes.append(instance_rows.JUDGED_BY)
     for row in variants:
         device = row.get("device") or ""
         if row["backend"] == "torch" and row["precision"] == "fp16" and device:

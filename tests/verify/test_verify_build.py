@@ -58,6 +58,8 @@ def test_report_schema_and_files(verified):
     assert report["images"] == 8 and report["input_size"] == [64, 64] and report["data"] == "synthetic"
     assert {"miou", "pixel_acc", "latency_ms"} <= set(report["reference"])
     assert report["reference"]["backend"] == "torch" and report["reference"]["precision"] == "fp32"
+    assert [n for n in report["notes"] if n.startswith("reference:")] == [
+        "reference: PyTorch FP32 on the reference checkpoint, the same inputs as every variant"]
     assert [v["name"] for v in report["variants"]] == ["onnx", "pytorch-fp16", "onnx-int8-cpu", "trt-int8"]
     for row in report["variants"]:
         assert VARIANT_KEYS <= set(row), VARIANT_KEYS - set(row)
