@@ -87,7 +87,8 @@ def gap_interval(target: np.ndarray, peer: np.ndarray, n: int, seed: int = 0) ->
     2.5th and 97.5th percentiles of that gap over :data:`BOOTSTRAP` paired resamples of the images
     (``target`` and ``peer`` from :func:`per_image_confusions`)."""
     count = len(target)
-    draws = np.random.default_rng(seed).multinomial(count, np.full(count, 1.0 / count), size=BOOTSTRAP).astype(np.float64)
+    draws = np.random.default_rng(seed).multinomial(count, np.full(count, 1.0 / count), size=BOOTSTRAP)
+    draws = draws.astype(np.float64)
     gaps = 100.0 * (mious(draws @ peer, n) - mious(draws @ target, n))
     whole = 100.0 * (mious(peer.sum(0, keepdims=True), n) - mious(target.sum(0, keepdims=True), n))[0]
     low, high = np.percentile(gaps, [2.5, 97.5])

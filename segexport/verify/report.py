@@ -281,7 +281,8 @@ def _notes(manifest: BuildManifest, variants: list[dict[str, Any]], accuracy: bo
             notes.append(f"WARNING {row['name']}: INT8 is not faster than the {row['backend']} FP32 row "
                          f"({row['speedup_vs_fp32']:.2f}x); it costs accuracy and buys no speed here")
         if row.get("inference_precision"):
-            notes.append(f"{row['name']}: {row['backend']} computed in {row['inference_precision']} "
+            what = "the layers left unquantized" if row["precision"] == "int8" else "the graph"
+            notes.append(f"{row['name']}: {row['backend']} computed {what} in {row['inference_precision']} "
                          "(its CPU plugin's choice; an FP32 row computed in bf16 is held to the FP16 budget)")
         if row.get("latency_batch", 1) not in (None, 1):
             notes.append(f"{row['name']}: fixed batch {row['latency_batch']}, so its batch-1 latency runs a full batch")

@@ -66,6 +66,9 @@ def test_first_build_writes_manifest_report_and_every_variant(first_build):
     assert by_name["onnx-int8-cpu"]["budget_pts"] == 0.5 and by_name["onnx-int8-tensorrt"]["budget_pts"] == 1.0
     calibration = {"method": "minmax", "images": 8, "source": "synthetic"}
     assert by_name["onnx-int8-cpu"]["details"]["calibration"] == calibration
+    notes = written["notes"]  # OpenVINO's inference precision: the whole graph, or what INT8 left unquantized
+    assert any(n.startswith("openvino: openvino computed the graph in ") for n in notes), notes
+    assert any(n.startswith("openvino-int8: openvino computed the layers left unquantized in ") for n in notes), notes
     reason = engine_unavailable_reason()
     if reason is not None:  # no GPU here: the engines are listed, skipped, with the trtexec line
         assert by_name["trt-int8"]["skipped"] == reason and by_name["trt-int8"]["artifact"] is None
