@@ -111,6 +111,11 @@ class DeconvNet(SegNet):
 
     classifier: DeconvNetDecoder  # type: ignore[assignment]
 
+    def __init__(self, backbone: SegNetEncoder, classifier: DeconvNetDecoder) -> None:
+        super().__init__(backbone, classifier)
+        # fc6 is a valid convolution on pool5 (1/32 of the input): each side needs its kernel there
+        self.min_input_side = self.input_divisor * classifier.fc6[0].kernel_size[0]
+
 
 @register_model(
     "deconvnet",

@@ -25,6 +25,8 @@ class SegmentationModel(nn.Module):
         upsample_to_input: resize logits bilinearly to the input size (False for heads that
             upsample themselves, e.g. FCN's transposed convolutions).
         input_divisor: input height and width must be multiples of this.
+        min_input_side: the smallest height and width it takes (None: ``input_divisor``), for
+            networks with a valid convolution on a downsampled map (DeconvNet's fc6).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class SegmentationModel(nn.Module):
         aux_classifier: nn.Module | None = None,
         upsample_to_input: bool = True,
         input_divisor: int = 32,
+        min_input_side: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -42,6 +45,7 @@ class SegmentationModel(nn.Module):
         self.aux_classifier = aux_classifier
         self.upsample_to_input = upsample_to_input
         self.input_divisor = input_divisor
+        self.min_input_side = min_input_side or input_divisor
 
     def _resize(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if not self.upsample_to_input:
@@ -72,7 +76,8 @@ def check_input_size(model: SegmentationModel, height: int, width: int) -> None:
     """Raise a ConfigError naming the nearest valid sizes when ``height x width`` does not fit.
 
     Raises:
-        ConfigError: a side that is not a positive multiple of ``model.input_divisor``.
+        ConfigError: a side that is not a positive multiple of ``model.input_divisor``, or one
+            below ``model.min_input_side``.
     """
     if hasattr(model, "check_size"):  # a user's network: tried at that size (models.foreign)
         model.check_size(height, width)
@@ -80,6 +85,10 @@ def check_input_size(model: SegmentationModel, height: int, width: int) -> None:
     d = model.input_divisor
     bad = [(n, v) for n, v in (("height", height), ("width", width)) if v <= 0 or v % d]
     if not bad:
+        low = model.min_input_side
+        if min(height, width) < low:
+            raise ConfigError(f"input size {height}x{width} is too small for this model: each side must be at least "
+                              f"{low}; use {max(height, low)}x{max(width, low)}")
         return
     hb, ha = nearest_valid_sizes(height, d)
     wb, wa = nearest_valid_sizes(width, d)

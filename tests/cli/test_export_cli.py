@@ -32,6 +32,12 @@ def test_input_size_not_a_multiple_of_the_stride_is_one_line(cli, tiny_fcn8s_che
     assert_one_line_error(result, "100x100", "multiple of 32", "96x96", "128x128")
 
 
+def test_input_size_below_the_smallest_is_one_line(cli, tmp_path):
+    result = cli("export", "deconvnet", "--input-size", "32x64", "--out", tmp_path / "out")
+    assert_one_line_error(result, "32x64", "at least 64", "64x64")
+    assert not (tmp_path / "out").exists()
+
+
 def test_malformed_input_size_is_a_usage_error(cli):
     result = cli("export", "fcn8s", "--input-size", "abc")
     assert result.code == 2

@@ -58,3 +58,12 @@ def test_input_size_error_names_nearest_sizes():
     check_input_size(model, 128, 96)
     with pytest.raises(ConfigError, match=r"use 96x96 or 128x128"):
         check_input_size(model, 100, 100)
+
+
+@pytest.mark.parametrize(("size", "smallest"), [("tiny", 64), ("paper", 224)])
+def test_deconvnet_refuses_inputs_its_valid_fc6_cannot_cover(size, smallest):
+    with torch.device("meta"):
+        model = build_model("deconvnet", size=size, num_classes=3)
+    check_input_size(model, smallest, smallest + 32)
+    with pytest.raises(ConfigError, match=rf"at least {smallest}; use {smallest}x{smallest + 32}"):
+        check_input_size(model, smallest - 32, smallest + 32)
