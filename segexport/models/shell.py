@@ -85,7 +85,7 @@ def check_input_size(model: SegmentationModel, height: int, width: int) -> None:
     d = model.input_divisor
     bad = [(n, v) for n, v in (("height", height), ("width", width)) if v <= 0 or v % d]
     if not bad:
-        low = model.min_input_side
+        low = getattr(model, "min_input_side", d)  # instance networks have no smallest side of their own
         if min(height, width) < low:
             raise ConfigError(f"input size {height}x{width} is too small for this model: each side must be at least "
                               f"{low}; use {max(height, low)}x{max(width, low)}")

@@ -65,5 +65,7 @@ def test_deconvnet_refuses_inputs_its_valid_fc6_cannot_cover(size, smallest):
     with torch.device("meta"):
         model = build_model("deconvnet", size=size, num_classes=3)
     check_input_size(model, smallest, smallest + 32)
+    with torch.device("meta"):
+        check_input_size(build_model("maskrcnn", size=size, num_classes=3), 32, 32)  # no smallest side of its own
     with pytest.raises(ConfigError, match=rf"at least {smallest}; use {smallest}x{smallest + 32}"):
         check_input_size(model, smallest - 32, smallest + 32)
