@@ -72,14 +72,8 @@ def per_image_confusions(labels: np.ndarray, val: ValData) -> np.ndarray:
 
 
 def mious(cms: np.ndarray, n: int) -> np.ndarray:
-    """mIoU of each row of ``cms`` ``[B, C*C]``, as :func:`metrics_from_confusion` computes it
-    (classes with an empty union left out)."""
-    cm = cms.reshape(-1, n, n)
-    tp = np.diagonal(cm, axis1=1, axis2=2)
-    union = cm.sum(1) + cm.sum(2) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-    return np.nanmean(iou, axis=1)
+    """mIoU of each row of ``cms`` ``[B, C*C]`` (flattened confusion matrices)."""
+    return np.array([metrics_from_confusion(cm.reshape(n, n)).miou for cm in cms])
 
 
 def gap_interval(target: np.ndarray, peer: np.ndarray, n: int, seed: int = 0) -> tuple[float, float, float]:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 from openvino_accuracy import SEEDS, gap_interval, labels_of, miou, per_image_confusions
+from openvino_int8 import nncf_default
 
 from segexport.precision.calibration_data import (
     DEFAULT_CALIB_IMAGES,
@@ -136,18 +137,6 @@ def correct_biases(fp32_path: Path, q: onnx.ModelProto, batches: list[np.ndarray
     return len(layers)
 
 
-def nncf_without_bias_correction(fp32_path: Path, batches: list[np.ndarray], xml_path: Path) -> Path:
-    """NNCF's default quantization with its bias correction turned off."""
-    import nncf
-    import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-
-    quantized = nncf.quantize(ov.convert_model(str(fp32_path)), nncf.Dataset(batches), subset_size=len(batches),
-                              advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
-    ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
-    return xml_path
-
-
 def run_arch(arch: str, root: Path, models: Path, images: int, val_images: int, val_seed: int, threads: int) -> dict:
     ckpt, out = root / arch, models / arch
     fp32 = ckpt / "export" / "model.onnx"
@@ -156,7 +145,10 @@ def run_arch(arch: str, root: Path, models: Path, images: int, val_images: int, 
     q = onnx.load(str(out / "model.int8.openvino.onnx"))
     corrected = correct_biases(fp32, q, list(calib.batches(BATCH))[: max(1, images // BATCH)], threads)
     onnx.save(q, str(out / "model.int8.openvino-bias-corrected.onnx"))
-    nncf_without_bias_correction(fp32, list(calib.batches(1)), out / "model.int8.nncf-no-bias-correction.xml")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    nncf_default(fp32, calib, out / "model.int8.nncf-no-bias-correction.xml",
+                 advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True))
     val = load_val("synthetic", info.preprocess, count=val_images, seed=val_seed, num_classes=len(info.classes))
     reference = labels_of(TorchRunner(ckpt, threads=threads), val)
     labels = {name: labels_of(OpenVINORunner(out / file, threads=threads, precision="int8"), val)

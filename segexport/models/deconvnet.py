@@ -111,10 +111,10 @@ class DeconvNet(SegNet):
 
     classifier: DeconvNetDecoder  # type: ignore[assignment]
 
-    def __init__(self, backbone: SegNetEncoder, classifier: DeconvNetDecoder) -> None:
-        super().__init__(backbone, classifier)
-        # fc6 is a valid convolution on pool5 (1/32 of the input): each side needs its kernel there
-        self.min_input_side = self.input_divisor * classifier.fc6[0].kernel_size[0]
+    @property
+    def min_input_side(self) -> int:
+        """fc6 is a valid convolution on pool5 (1/32 of the input): each side needs its kernel there."""
+        return self.input_divisor * self.classifier.fc6[0].kernel_size[0]
 
 
 @register_model(

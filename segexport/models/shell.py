@@ -25,8 +25,9 @@ class SegmentationModel(nn.Module):
         upsample_to_input: resize logits bilinearly to the input size (False for heads that
             upsample themselves, e.g. FCN's transposed convolutions).
         input_divisor: input height and width must be multiples of this.
-        min_input_side: the smallest height and width it takes (None: ``input_divisor``), for
-            networks with a valid convolution on a downsampled map (DeconvNet's fc6).
+
+    A network that needs each side larger than one ``input_divisor`` (a valid convolution on a
+    downsampled map, as DeconvNet's fc6) says so with a ``min_input_side`` attribute.
     """
 
     def __init__(
@@ -37,7 +38,6 @@ class SegmentationModel(nn.Module):
         aux_classifier: nn.Module | None = None,
         upsample_to_input: bool = True,
         input_divisor: int = 32,
-        min_input_side: int | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -45,7 +45,6 @@ class SegmentationModel(nn.Module):
         self.aux_classifier = aux_classifier
         self.upsample_to_input = upsample_to_input
         self.input_divisor = input_divisor
-        self.min_input_side = min_input_side or input_divisor
 
     def _resize(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if not self.upsample_to_input:
@@ -77,7 +76,7 @@ def check_input_size(model: SegmentationModel, height: int, width: int) -> None:
 
     Raises:
         ConfigError: a side that is not a positive multiple of ``model.input_divisor``, or one
-            below ``model.min_input_side``.
+            below the model's ``min_input_side`` (default: one ``input_divisor``).
     """
     if hasattr(model, "check_size"):  # a user's network: tried at that size (models.foreign)
         model.check_size(height, width)
@@ -85,7 +84,7 @@ def check_input_size(model: SegmentationModel, height: int, width: int) -> None:
     d = model.input_divisor
     bad = [(n, v) for n, v in (("height", height), ("width", width)) if v <= 0 or v % d]
     if not bad:
-        low = getattr(model, "min_input_side", d)  # instance networks have no smallest side of their own
+        low = getattr(model, "min_input_side", d)
         if min(height, width) < low:
             raise ConfigError(f"input size {height}x{width} is too small for this model: each side must be at least "
                               f"{low}; use {max(height, low)}x{max(width, low)}")

@@ -131,8 +131,9 @@ def _drop_round_trips(converted: onnx.ModelProto) -> int:
 
     When a blocked node's result has several readers, the converter casts it to FP16 and each
     blocked reader casts it back, so the tensor is rounded to FP16 between two FP32 nodes: a
-    graph with every node blocked still lost 0.27 box AP points on a tiny Mask R-CNN. Each reader of such a second
-    cast now reads the FP32 tensor itself; casts left without readers are removed.
+    graph with every node blocked still lost 0.27 box AP points on a tiny Mask R-CNN. Each
+    reader of such a second cast now reads the FP32 tensor itself; casts left without readers
+    are removed.
     """
     float32, float16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
     inferred = onnx.shape_inference.infer_shapes(converted)
